@@ -1,0 +1,1 @@
+"""The ``polchain`` command line."""
