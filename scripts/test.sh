@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing (idempotent), then lint, types and the
+# test suite against a real Anvil (started and stopped by the test fixtures).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+scripts/bootstrap.sh
+echo "[test] ruff"
+.venv/bin/ruff check pol_chain tests scripts benchmarks
+.venv/bin/ruff format --check pol_chain tests scripts benchmarks
+echo "[test] mypy"
+.venv/bin/mypy
+echo "[test] contract artefact is current"
+.venv/bin/python scripts/compile_contracts.py --check
+echo "[test] pytest"
+exec .venv/bin/pytest "$@"
