@@ -1,0 +1,554 @@
+"""Typed client of the ``ProofLedger`` contract over web3.py and eth-account.
+
+Transactions are signed locally by the client's account and sent with nonces from a
+local counter under a lock, so many quick sends (``send_*`` methods, which do not wait)
+never collide; ``Pending.wait()`` returns the typed result. Every revert becomes the
+named :class:`~pol_chain.ledger.errors.ContractRevert` subclass.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any, Generic, TypeVar
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.logs import DISCARD as _DISCARD
+from web3.types import TxReceipt
+
+from pol_chain.commitment import to_bytes32
+from pol_chain.ledger.errors import (
+    ContractNotDeployed,
+    InsufficientFunds,
+    PolchainLedgerError,
+    RpcUnreachable,
+    TransactionFailed,
+    decode_revert,
+)
+from pol_chain.ledger.types import (
+    AttestResult,
+    ChallengeInfo,
+    ChallengeStatus,
+    ClaimInfo,
+    CommitResult,
+    FinalizeResult,
+    OpenedChallenge,
+    Owner,
+    RegisteredRun,
+    RunInfo,
+    RunStatus,
+    SealResult,
+    TxInfo,
+)
+
+__all__ = [
+    "VERIFIER_ROLE",
+    "LedgerClient",
+    "Pending",
+    "connect_web3",
+    "load_artifact",
+    "sign_attestation",
+]
+
+T = TypeVar("T")
+Bytes32 = bytes | str
+ZERO32 = b"\x00" * 32
+VERIFIER_ROLE = keccak(text="VERIFIER_ROLE")
+GAS_MARGIN = 1.25
+
+
+@cache
+def load_artifact() -> dict[str, Any]:
+    """Return the committed compiled artefact (abi, bytecode, compiler, sourceDigest...)."""
+    text = resources.files("pol_chain.ledger").joinpath("artifacts/ProofLedger.json").read_text()
+    artifact: dict[str, Any] = json.loads(text)
+    return artifact
+
+
+def connect_web3(rpc_url: str, timeout: float = 10.0) -> Web3:
+    """Return a Web3 on ``rpc_url`` that answered ``eth_chainId``; else RpcUnreachable."""
+    w3 = Web3(
+        Web3.HTTPProvider(
+            rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+        )
+    )
+    try:
+        w3.eth.chain_id  # noqa: B018 - a probe
+    except Exception as exc:  # noqa: BLE001 - any transport failure means unreachable
+        raise RpcUnreachable(rpc_url, type(exc).__name__) from exc
+    return w3
+
+
+def _typed_data(
+    challenge_id: int,
+    passed: bool,
+    report_digest: Bytes32,
+    report_cid: str,
+    chain_id: int,
+    verifying_contract: str,
+) -> dict[str, Any]:
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "Attestation": [
+                {"name": "challengeId", "type": "uint256"},
+                {"name": "passed", "type": "bool"},
+                {"name": "reportDigest", "type": "bytes32"},
+                {"name": "reportCid", "type": "string"},
+            ],
+        },
+        "primaryType": "Attestation",
+        "domain": {
+            "name": "ProofLedger",
+            "version": "1",
+            "chainId": chain_id,
+            "verifyingContract": to_checksum_address(verifying_contract),
+        },
+        "message": {
+            "challengeId": challenge_id,
+            "passed": passed,
+            "reportDigest": to_bytes32(report_digest),
+            "reportCid": report_cid,
+        },
+    }
+
+
+def sign_attestation(
+    account: LocalAccount,
+    challenge_id: int,
+    passed: bool,
+    report_digest: Bytes32,
+    report_cid: str,
+    *,
+    chain_id: int,
+    verifying_contract: str,
+) -> bytes:
+    """Return ``account``'s 65-byte EIP-712 signature of an ``Attestation`` for the ledger
+    at ``verifying_contract`` on ``chain_id`` (relay it with ``attest_by_sig``)."""
+    message = encode_typed_data(
+        full_message=_typed_data(
+            challenge_id, passed, report_digest, report_cid, chain_id, verifying_contract
+        )
+    )
+    signed = Account.sign_message(message, account.key)
+    return bytes(signed.signature)
+
+
+class Pending(Generic[T]):
+    """A sent transaction; :meth:`wait` mines-waits and returns the typed result."""
+
+    def __init__(
+        self,
+        client: LedgerClient,
+        tx_hash: bytes,
+        tx: dict[str, Any],
+        parse: Callable[[TxReceipt, TxInfo], T],
+    ) -> None:
+        self.client = client
+        self.tx_hash = tx_hash
+        self._tx = tx
+        self._parse = parse
+
+    def wait(self, timeout: float = 120.0) -> T:
+        """Wait for the receipt; raise the named error if the transaction reverted."""
+        w3 = self.client.w3
+        try:
+            receipt = w3.eth.wait_for_transaction_receipt(
+                self.tx_hash, timeout=timeout, poll_latency=0.05
+            )
+        except TimeExhausted as exc:
+            raise TransactionFailed(
+                f"transaction 0x{self.tx_hash.hex()} not mined within {timeout:.0f} s"
+            ) from exc
+        if receipt["status"] != 1:
+            raise self.client._replay_failure(self._tx, receipt["blockNumber"])
+        info = TxInfo(bytes(receipt["transactionHash"]), receipt["blockNumber"], receipt["gasUsed"])
+        return self._parse(receipt, info)
+
+
+class LedgerClient:
+    """A ``ProofLedger`` at ``address`` on ``w3``; ``account`` signs (None: read-only)."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        account: LocalAccount | None = None,
+        *,
+        deploy_block: int = 0,
+        check_code: bool = True,
+    ) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.account = account
+        self.deploy_block = deploy_block
+        self.abi: list[dict[str, Any]] = load_artifact()["abi"]
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=self.abi)
+        self.chain_id: int = w3.eth.chain_id
+        self._lock = threading.Lock()
+        self._next_nonce: int | None = None
+        if check_code and not w3.eth.get_code(self.address):
+            raise ContractNotDeployed(self.chain_id, self.address)
+
+    # ---------------------------------------------------------------- setup
+
+    @classmethod
+    def connect(
+        cls,
+        rpc_url: str,
+        address: str,
+        account: LocalAccount | None = None,
+        *,
+        deploy_block: int = 0,
+    ) -> LedgerClient:
+        """Connect to ``rpc_url`` (RpcUnreachable) and the ledger at ``address``
+        (ContractNotDeployed)."""
+        return cls(connect_web3(rpc_url), address, account, deploy_block=deploy_block)
+
+    @classmethod
+    def deploy(
+        cls, w3: Web3, account: LocalAccount, *, admin: str | None = None
+    ) -> LedgerClient:
+        """Deploy a new ledger administered by ``admin`` (default: ``account``)."""
+        artifact = load_artifact()
+        factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        probe = cls.__new__(cls)
+        probe.w3, probe.account, probe.abi = w3, account, artifact["abi"]
+        probe._lock, probe._next_nonce = threading.Lock(), None
+        probe.chain_id = w3.eth.chain_id
+        ctor = factory.constructor(to_checksum_address(admin or account.address))
+        receipt = probe._send_raw(ctor, 0).wait_receipt()
+        return cls(w3, receipt["contractAddress"], account, deploy_block=receipt["blockNumber"])
+
+    def with_account(self, account: LocalAccount) -> LedgerClient:
+        """Return a client for the same ledger signing with ``account``."""
+        return LedgerClient(
+            self.w3, self.address, account, deploy_block=self.deploy_block, check_code=False
+        )
+
+    # ---------------------------------------------------------- transactions
+
+    def _require_account(self) -> LocalAccount:
+        if self.account is None:
+            raise PolchainLedgerError(
+                "this ledger client is read-only", hint="give it an account to send transactions"
+            )
+        return self.account
+
+    def _revert_error(self, exc: Exception) -> PolchainLedgerError:
+        data = getattr(exc, "data", None)
+        if isinstance(data, str | bytes) and len(data) >= 4:
+            return decode_revert(self.abi, data)
+        text = str(exc)
+        if "insufficient funds" in text.lower() or "OutOfFunds" in text:
+            addr = self.account.address if self.account else "?"
+            balance = self.w3.eth.get_balance(addr) if self.account else None
+            return InsufficientFunds(addr, balance)
+        return TransactionFailed(f"the transaction was rejected: {text[:300]}")
+
+    def _replay_failure(self, tx: dict[str, Any], block: int) -> PolchainLedgerError:
+        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        try:
+            self.w3.eth.call(call, block - 1 if block else "latest")  # type: ignore[arg-type]
+            self.w3.eth.call(call, block)  # type: ignore[arg-type]
+        except (ContractLogicError, Web3RPCError) as exc:
+            return self._revert_error(exc)
+        return TransactionFailed("the transaction reverted (out of gas or state changed)")
+
+    def _send_raw(self, fn: Any, value: int, gas: int | None = None) -> _RawPending:
+        account = self._require_account()
+        base: dict[str, Any] = {"from": account.address, "value": value}
+        try:
+            if gas is None:
+                gas = int(fn.estimate_gas(base, block_identifier="pending") * GAS_MARGIN)
+            with self._lock:
+                chain_next = self.w3.eth.get_transaction_count(account.address, "pending")
+                nonce = max(chain_next, self._next_nonce or 0)
+                tx = fn.build_transaction({**base, "nonce": nonce, "gas": gas})
+                signed = account.sign_transaction(tx)
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                self._next_nonce = nonce + 1
+        except (ContractLogicError, Web3RPCError, ValueError) as exc:
+            raise self._revert_error(exc) from exc
+        return _RawPending(self, bytes(tx_hash), tx)
+
+    def _send(
+        self, fn: Any, parse: Callable[[TxReceipt, TxInfo], T], value: int = 0
+    ) -> Pending[T]:
+        raw = self._send_raw(fn, value)
+        return Pending(self, raw.tx_hash, raw.tx, parse)
+
+    def _events(self, receipt: TxReceipt, name: str) -> list[Any]:
+        event = getattr(self.contract.events, name)()
+        return list(event.process_receipt(receipt, errors=_DISCARD))
+
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn.call()
+        except (ContractLogicError, Web3RPCError) as exc:
+            raise self._revert_error(exc) from exc
+
+    # ------------------------------------------------------------------ runs
+
+    def send_register_run(self, spec_digest: Bytes32, spec_cid: str) -> Pending[RegisteredRun]:
+        """Send ``registerRun``; see :meth:`register_run`."""
+
+        def parse(receipt: TxReceipt, info: TxInfo) -> RegisteredRun:
+            args = self._events(receipt, "RunRegistered")[0]["args"]
+            return RegisteredRun(bytes(args["runId"]), args["trainer"], args["nonce"], info)
+
+        fn = self.contract.functions.registerRun(to_bytes32(spec_digest), spec_cid)
+        return self._send(fn, parse)
+
+    def register_run(self, spec_digest: Bytes32, spec_cid: str) -> RegisteredRun:
+        """Register a run for this account; its run id fixes the run seed."""
+        return self.send_register_run(spec_digest, spec_cid).wait()
+
+    def send_commit_checkpoints(
+        self, run_id: Bytes32, first_index: int, leaves: Sequence[Bytes32], manifest_cid: str
+    ) -> Pending[CommitResult]:
+        """Send ``commitCheckpoints`` without waiting (nonces are managed locally)."""
+        rid = to_bytes32(run_id)
+        batch = [to_bytes32(x) for x in leaves]
+
+        def parse(receipt: TxReceipt, info: TxInfo) -> CommitResult:
+            args = self._events(receipt, "CheckpointsCommitted")[0]["args"]
+            return CommitResult(rid, first_index, len(batch), bytes(args["newAccumulator"]), info)
+
+        fn = self.contract.functions.commitCheckpoints(rid, first_index, batch, manifest_cid)
+        return self._send(fn, parse)
+
+    def commit_checkpoints(
+        self, run_id: Bytes32, first_index: int, leaves: Sequence[Bytes32], manifest_cid: str
+    ) -> CommitResult:
+        """Commit ``leaves`` as checkpoints ``first_index..`` of ``run_id``."""
+        return self.send_commit_checkpoints(run_id, first_index, leaves, manifest_cid).wait()
+
+    def finalize_run(self, run_id: Bytes32, model_digest: Bytes32, model_cid: str) -> FinalizeResult:
+        """Finalize ``run_id``, claiming ``model_digest``."""
+        rid, digest = to_bytes32(run_id), to_bytes32(model_digest)
+
+        def parse(receipt: TxReceipt, info: TxInfo) -> FinalizeResult:
+            args = self._events(receipt, "RunFinalized")[0]["args"]
+            return FinalizeResult(rid, digest, args["claimIndex"], info)
+
+        fn = self.contract.functions.finalizeRun(rid, digest, model_cid)
+        return self._send(fn, parse).wait()
+
+    # ------------------------------------------------------------ challenges
+
+    def open_challenge(self, run_id: Bytes32, bond: int | None = None) -> OpenedChallenge:
+        """Open a challenge against a finalized run, paying the bond (read if None)."""
+        rid = to_bytes32(run_id)
+        value = self.challenge_bond() if bond is None else bond
+
+        def parse(receipt: TxReceipt, info: TxInfo) -> OpenedChallenge:
+            args = self._events(receipt, "ChallengeOpened")[0]["args"]
+            return OpenedChallenge(
+                args["challengeId"], rid, args["revealBlock"], args["bond"], args["quorum"], info
+            )
+
+        return self._send(self.contract.functions.openChallenge(rid), parse, value).wait()
+
+    def seal_randomness(self, challenge_id: int) -> SealResult:
+        """Seal the challenge's seed (or re-anchor it when its reveal block is too old)."""
+        info = self.get_challenge(challenge_id)
+        if info.seed is not None:
+            return SealResult(challenge_id, info.seed, info.reveal_block, None)
+
+        def parse(receipt: TxReceipt, tx: TxInfo) -> SealResult:
+            sealed = self._events(receipt, "ChallengeRandomnessSealed")
+            if sealed:
+                a = sealed[0]["args"]
+                return SealResult(challenge_id, bytes(a["seed"]), a["revealBlock"], tx)
+            moved = self._events(receipt, "ChallengeRandomnessReanchored")[0]["args"]
+            return SealResult(challenge_id, None, moved["newRevealBlock"], tx)
+
+        fn = self.contract.functions.sealChallengeRandomness(challenge_id)
+        return self._send(fn, parse).wait()
+
+    def challenge_seed(self, challenge_id: int) -> bytes:
+        """The challenge's seed (sealed, or computable now); SeedNotReady / SeedExpired."""
+        return bytes(self._call(self.contract.functions.challengeSeed(challenge_id)))
+
+    def _parse_attest(self, challenge_id: int, passed: bool) -> Callable[[TxReceipt, TxInfo], AttestResult]:
+        def parse(receipt: TxReceipt, info: TxInfo) -> AttestResult:
+            voter = self._events(receipt, "Attested")[0]["args"]["verifier"]
+            resolved = self._events(receipt, "ChallengeResolved")
+            status = ChallengeStatus.OPEN
+            if resolved:
+                ok = resolved[0]["args"]["passed"]
+                status = ChallengeStatus.PASSED if ok else ChallengeStatus.FAILED
+            return AttestResult(challenge_id, voter, passed, status, info)
+
+        return parse
+
+    def attest(
+        self, challenge_id: int, passed: bool, report_digest: Bytes32, report_cid: str
+    ) -> AttestResult:
+        """Vote on a challenge as this account (must hold the verifier role)."""
+        fn = self.contract.functions.attest(
+            challenge_id, passed, to_bytes32(report_digest), report_cid
+        )
+        return self._send(fn, self._parse_attest(challenge_id, passed)).wait()
+
+    def sign_attestation(
+        self, challenge_id: int, passed: bool, report_digest: Bytes32, report_cid: str
+    ) -> bytes:
+        """Sign an attestation for this ledger with this client's account (EIP-712)."""
+        return sign_attestation(
+            self._require_account(),
+            challenge_id,
+            passed,
+            report_digest,
+            report_cid,
+            chain_id=self.chain_id,
+            verifying_contract=self.address,
+        )
+
+    def attest_by_sig(
+        self,
+        challenge_id: int,
+        passed: bool,
+        report_digest: Bytes32,
+        report_cid: str,
+        signature: bytes,
+    ) -> AttestResult:
+        """Relay a verifier's signed attestation (any account may relay)."""
+        fn = self.contract.functions.attestBySig(
+            challenge_id, passed, to_bytes32(report_digest), report_cid, signature
+        )
+        return self._send(fn, self._parse_attest(challenge_id, passed)).wait()
+
+    def withdraw(self) -> TxInfo:
+        """Withdraw bonds credited to this account."""
+        return self._send(self.contract.functions.withdraw(), lambda _r, info: info).wait()
+
+    # ---------------------------------------------------------------- admin
+
+    def set_quorum(self, quorum: int) -> TxInfo:
+        """Set the quorum for challenges opened from now on (admin)."""
+        return self._send(self.contract.functions.setQuorum(quorum), lambda _r, i: i).wait()
+
+    def set_bond(self, bond_wei: int) -> TxInfo:
+        """Set the challenge bond in wei (admin)."""
+        fn = self.contract.functions.setChallengeBond(bond_wei)
+        return self._send(fn, lambda _r, i: i).wait()
+
+    def grant_verifier(self, verifier: str) -> TxInfo:
+        """Grant the verifier role (admin)."""
+        fn = self.contract.functions.grantRole(VERIFIER_ROLE, to_checksum_address(verifier))
+        return self._send(fn, lambda _r, i: i).wait()
+
+    def revoke_verifier(self, verifier: str) -> TxInfo:
+        """Revoke the verifier role (admin)."""
+        fn = self.contract.functions.revokeRole(VERIFIER_ROLE, to_checksum_address(verifier))
+        return self._send(fn, lambda _r, i: i).wait()
+
+    # ---------------------------------------------------------------- views
+
+    def get_run(self, run_id: Bytes32) -> RunInfo:
+        """The run ``run_id`` (UnknownRun when absent)."""
+        rid = to_bytes32(run_id)
+        r = self._call(self.contract.functions.getRun(rid))
+        model = bytes(r[6])
+        return RunInfo(
+            run_id=rid,
+            trainer=r[0],
+            spec_digest=bytes(r[1]),
+            registered_at=r[2],
+            status=RunStatus(r[3]),
+            committed_count=r[4],
+            accumulator=bytes(r[5]),
+            model_digest=model if model != ZERO32 else None,
+            finalized_at=r[7] or None,
+        )
+
+    def accumulator_of(self, run_id: Bytes32) -> bytes:
+        return bytes(self._call(self.contract.functions.accumulatorOf(to_bytes32(run_id))))
+
+    def committed_count(self, run_id: Bytes32) -> int:
+        count: int = self._call(self.contract.functions.committedCount(to_bytes32(run_id)))
+        return count
+
+    def claims_of(self, model_digest: Bytes32) -> list[ClaimInfo]:
+        """Every claim on ``model_digest`` in finalization order."""
+        rows = self._call(self.contract.functions.claimsOf(to_bytes32(model_digest)))
+        return [ClaimInfo(bytes(r[0]), r[1], r[2], RunStatus(r[3])) for r in rows]
+
+    def owner_of(self, model_digest: Bytes32) -> Owner | None:
+        """The earliest-finalized non-refuted claim on ``model_digest``; None if none."""
+        trainer, rid = self._call(self.contract.functions.ownerOf(to_bytes32(model_digest)))
+        if int(trainer, 16) == 0:
+            return None
+        return Owner(trainer, bytes(rid))
+
+    def get_challenge(self, challenge_id: int) -> ChallengeInfo:
+        """The challenge ``challenge_id`` (UnknownChallenge when absent)."""
+        c = self._call(self.contract.functions.getChallenge(challenge_id))
+        seed = bytes(c[5])
+        return ChallengeInfo(
+            challenge_id=challenge_id,
+            run_id=bytes(c[0]),
+            challenger=c[1],
+            bond=c[2],
+            opened_at_block=c[3],
+            reveal_block=c[4],
+            seed=seed if seed != ZERO32 else None,
+            quorum=c[6],
+            pass_votes=c[7],
+            fail_votes=c[8],
+            status=ChallengeStatus(c[9]),
+        )
+
+    def challenges_of(self, run_id: Bytes32) -> list[int]:
+        """Ids of every challenge against ``run_id``, oldest first."""
+        return list(self._call(self.contract.functions.challengesOf(to_bytes32(run_id))))
+
+    def run_seed(self, run_id: Bytes32) -> bytes:
+        """``keccak256(abi.encode(chainId, ledger, runId))`` computed by the contract."""
+        return bytes(self._call(self.contract.functions.runSeedOf(to_bytes32(run_id))))
+
+    def is_verifier(self, account: str) -> bool:
+        ok: bool = self._call(
+            self.contract.functions.hasRole(VERIFIER_ROLE, to_checksum_address(account))
+        )
+        return ok
+
+    def quorum(self) -> int:
+        q: int = self._call(self.contract.functions.quorum())
+        return q
+
+    def challenge_bond(self) -> int:
+        b: int = self._call(self.contract.functions.challengeBond())
+        return b
+
+    def pending_withdrawal(self, payee: str) -> int:
+        p: int = self._call(self.contract.functions.pendingWithdrawal(to_checksum_address(payee)))
+        return p
+
+
+class _RawPending:
+    """A sent transaction before parsing (used for deployment)."""
+
+    def __init__(self, client: LedgerClient, tx_hash: bytes, tx: dict[str, Any]) -> None:
+        self.client, self.tx_hash, self.tx = client, tx_hash, tx
+
+    def wait_receipt(self, timeout: float = 120.0) -> TxReceipt:
+        pending: Pending[TxReceipt] = Pending(self.client, self.tx_hash, self.tx, lambda r, _i: r)
+        return pending.wait(timeout)
+
