@@ -1,0 +1,76 @@
+"""pol_chain proof engine: record a proof-of-learning while training, replay and verify it.
+
+Layers (public facade here; modules below are small and private in spirit):
+
+- :mod:`spec` — run spec, canonical JSON, digest; :mod:`task` — task interface.
+- :mod:`seeds` — purpose sub-seeds from the run seed; :mod:`engine` — training step,
+  data order, full-state capture/restore.
+- :mod:`dataset` — per-sample leaves (``polchain-sample-v1``), Merkle root, membership.
+- :mod:`serialization` — deterministic safetensors bytes and safe loading.
+- :mod:`recorder` / :mod:`loop` — the recorder hooks and the ready loop :func:`train`.
+- :mod:`manifest` — proof directory layout, manifest, :class:`ArtefactSource`.
+- :mod:`policy`, :mod:`verifier`, :mod:`report`, :mod:`calibration` — challenge policy,
+  replay and verification, the report, honest-error calibration.
+
+This package never imports chain or storage code (web3, httpx, ledger, store).
+"""
+
+from pol_chain.proof.dataset import (
+    LEAF_RULE,
+    DatasetCommitment,
+    MerkleTree,
+    commit_dataset,
+    sample_leaf,
+    verify_membership,
+)
+from pol_chain.proof.errors import (
+    IntegrityError,
+    MalformedArtefactError,
+    MembershipError,
+    ProofError,
+    RecorderError,
+    ResumeError,
+    SpecError,
+)
+from pol_chain.proof.loop import TrainResult, build_bundle, model_digest_of, train
+from pol_chain.proof.manifest import (
+    ArtefactSource,
+    DirectorySource,
+    Manifest,
+    ProofStatus,
+    inspect_proof,
+)
+from pol_chain.proof.recorder import CheckpointRecord, FinalRecord, Recorder
+from pol_chain.proof.spec import TaskSpec, make_spec
+from pol_chain.proof.task import TaskBundle
+
+__all__ = [
+    "LEAF_RULE",
+    "ArtefactSource",
+    "CheckpointRecord",
+    "DatasetCommitment",
+    "DirectorySource",
+    "FinalRecord",
+    "IntegrityError",
+    "MalformedArtefactError",
+    "Manifest",
+    "MembershipError",
+    "MerkleTree",
+    "ProofError",
+    "ProofStatus",
+    "Recorder",
+    "RecorderError",
+    "ResumeError",
+    "SpecError",
+    "TaskBundle",
+    "TaskSpec",
+    "TrainResult",
+    "build_bundle",
+    "commit_dataset",
+    "inspect_proof",
+    "make_spec",
+    "model_digest_of",
+    "sample_leaf",
+    "train",
+    "verify_membership",
+]

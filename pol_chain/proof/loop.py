@@ -1,0 +1,121 @@
+"""Build a task from a spec and the run seed, and the ready training loop :func:`train`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pol_chain.proof.canonical import from_hex, sha256, to_hex
+from pol_chain.proof.engine import run_step, step_seeds
+from pol_chain.proof.errors import SpecError
+from pol_chain.proof.recorder import Listener, Recorder
+from pol_chain.proof.seeds import derive_seed
+from pol_chain.proof.serialization import load_state_bytes, serialize_state
+from pol_chain.proof.spec import TaskSpec
+from pol_chain.proof.task import TaskBundle, configure_determinism, resolve_task
+
+__all__ = ["TrainResult", "build_bundle", "model_digest_of", "train"]
+
+
+def model_digest_of(model: torch.nn.Module) -> bytes:
+    """Return the model digest: SHA-256 of the deterministic model file of ``model``."""
+    return sha256(serialize_state(model.state_dict(), {"format": "polchain-model-v1"}))
+
+
+def build_bundle(
+    spec: TaskSpec,
+    run_seed: bytes,
+    device: str | torch.device = "cpu",
+    parent_model: bytes | None = None,
+) -> TaskBundle:
+    """Build the task of ``spec`` with W0 from the run seed (or the parent model bytes)."""
+    fn = resolve_task(spec.entry)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(run_seed, "init"))
+        bundle = fn(dict(spec.config), torch.device(device))
+    parent = spec.parent_digest
+    if parent is not None:
+        if parent_model is None:
+            raise SpecError("init kind 'parent' needs the parent model file")
+        if sha256(parent_model) != parent:
+            raise SpecError(f"parent model does not hash to {to_hex(parent)}")
+        tensors, _ = load_state_bytes(parent_model, "parent model")
+        bundle.model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
+    return bundle
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`."""
+
+    proof_dir: Path
+    model_digest: bytes
+    steps: int
+    checkpoints: int
+    seconds: float
+    test_accuracy: float | None
+
+
+def train(
+    spec: TaskSpec,
+    proof_dir: Path | str,
+    run_id: bytes,
+    run_seed: bytes,
+    *,
+    listeners: Iterable[Listener] = (),
+    device: str = "cpu",
+    resume: bool = False,
+    deterministic: bool = True,
+    threads: int | None = None,
+    parent_model: bytes | None = None,
+    queue_size: int = 2,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """Train ``spec`` end to end while recording its proof into ``proof_dir``.
+
+    ``resume=True`` continues an interrupted run from its last complete checkpoint
+    (bitwise identical continuation). ``max_steps`` stops early without finalizing
+    (for tests and benchmarks).
+    """
+    configure_determinism(deterministic, threads)
+    bundle = build_bundle(spec, run_seed, device, parent_model)
+    start = time.perf_counter()
+    rec = Recorder(
+        proof_dir,
+        spec,
+        run_id,
+        run_seed,
+        bundle.model,
+        bundle.optimizer,
+        bundle.scheduler,
+        listeners=listeners,
+        queue_size=queue_size,
+        resume=resume,
+    )
+    sampler = rec.sampler()
+    stop = sampler.total_steps if max_steps is None else min(sampler.total_steps, max_steps)
+    try:
+        for step, idx in sampler.steps(rec.step):
+            if step >= stop:
+                break
+            seeds = step_seeds(run_seed, step)
+            run_step(bundle, idx, seeds)
+            rec.on_step_end(idx, seeds)
+    except BaseException:
+        rec.__exit__(RuntimeError, None, None)
+        raise
+    finished = rec.step >= sampler.total_steps
+    rec.close(final=finished)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    acc = bundle.evaluate(bundle.model) if bundle.evaluate is not None else None
+    digest = model_digest_of(bundle.model)
+    if finished:
+        final = rec.manifest.final
+        assert final is not None and from_hex(final["model"]["sha256"]) == digest
+    return TrainResult(Path(proof_dir), digest, rec.step, len(rec.manifest.entries), seconds, acc)

@@ -1,0 +1,46 @@
+"""Sub-seeds derived from the 32-byte run seed, one per purpose (PROTOCOL section 2).
+
+``derive_seed(run_seed, purpose, *counters)`` = first 8 bytes (big-endian, top bit
+cleared) of ``SHA-256("polchain-seed-v1" ‖ 0x00 ‖ run_seed ‖ purpose ‖ 0x00 ‖ u64 counters)``.
+Purposes used by the engine: ``init``, ``data-order`` (per epoch), ``augment`` and
+``dropout`` (per step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+__all__ = [
+    "PURPOSES",
+    "derive_seed",
+    "epoch_permutation",
+    "make_generator",
+]
+
+PURPOSES = ("init", "data-order", "augment", "dropout")
+_DOMAIN = b"polchain-seed-v1\x00"
+
+
+def derive_seed(run_seed: bytes, purpose: str, *counters: int) -> int:
+    """Return a 63-bit seed for ``purpose`` (and counters such as epoch or step)."""
+    if len(run_seed) != 32:
+        raise ValueError(f"run seed must be 32 bytes, got {len(run_seed)}")
+    h = hashlib.sha256(_DOMAIN + bytes(run_seed) + purpose.encode("utf-8") + b"\x00")
+    for counter in counters:
+        h.update(int(counter).to_bytes(8, "big"))
+    return int.from_bytes(h.digest()[:8], "big") & ((1 << 63) - 1)
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """Return a ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+def epoch_permutation(run_seed: bytes, epoch: int, size: int) -> torch.Tensor:
+    """Return the data order of ``epoch`` (a permutation of ``range(size)``, int64, CPU)."""
+    gen = make_generator(derive_seed(run_seed, "data-order", epoch))
+    return torch.randperm(size, generator=gen)

@@ -1,0 +1,151 @@
+"""Deterministic safetensors bytes for a flat ``{name: tensor}`` map, and safe loading.
+
+The writer lays out tensors in sorted-name order with a header serialized as canonical
+JSON (one ``__metadata__`` entry, itself canonical), padded with spaces to 8 bytes, so
+the same state always gives the same bytes. The digest path streams the header and each
+tensor's bytes into SHA-256 without building one large buffer. Loading uses the
+``safetensors`` library only (data, never code): anything else is
+:class:`MalformedArtefactError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from pol_chain.proof.canonical import canonical_json
+from pol_chain.proof.errors import MalformedArtefactError
+
+__all__ = [
+    "SerializedState",
+    "digest_state",
+    "load_state_bytes",
+    "serialize_state",
+    "write_state",
+]
+
+_DTYPES: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+class SerializedState:
+    """A state laid out for deterministic safetensors output (header + tensor views)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]):
+        header: dict[str, Any] = {
+            "__metadata__": {"polchain": canonical_json(dict(metadata)).decode()}
+        }
+        self._chunks: list[memoryview] = []
+        offset = 0
+        for name in sorted(tensors):
+            tensor = tensors[name]
+            if tensor.dtype not in _DTYPES:
+                raise TypeError(f"unsupported dtype {tensor.dtype} for {name!r}")
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+            raw = flat.view(torch.uint8) if flat.numel() else torch.empty(0, dtype=torch.uint8)
+            view = memoryview(raw.numpy()).cast("B")
+            size = view.nbytes
+            header[name] = {
+                "data_offsets": [offset, offset + size],
+                "dtype": _DTYPES[tensor.dtype],
+                "shape": list(tensor.shape),
+            }
+            self._chunks.append(view)
+            offset += size
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        text += b" " * (-len(text) % 8)
+        self.header = struct.pack("<Q", len(text)) + text
+        self.data_size = offset
+
+    def chunks(self) -> Iterator[memoryview | bytes]:
+        """Yield the file's bytes in order (header, then every tensor's bytes)."""
+        yield self.header
+        yield from self._chunks
+
+    def digest(self) -> bytes:
+        """Return SHA-256 of the serialized bytes, streaming."""
+        h = hashlib.sha256()
+        for chunk in self.chunks():
+            h.update(chunk)
+        return h.digest()
+
+    def to_bytes(self) -> bytes:
+        """Return the whole file as bytes."""
+        return b"".join(bytes(c) for c in self.chunks())
+
+    def write(self, handle: BinaryIO) -> bytes:
+        """Write to ``handle`` while hashing; return the SHA-256 digest."""
+        h = hashlib.sha256()
+        for chunk in self.chunks():
+            h.update(chunk)
+            handle.write(chunk)
+        return h.digest()
+
+
+def serialize_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
+    """Return deterministic safetensors bytes of ``tensors`` with canonical ``metadata``."""
+    return SerializedState(tensors, metadata).to_bytes()
+
+
+def digest_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
+    """Return SHA-256 of :func:`serialize_state` without materializing the bytes."""
+    return SerializedState(tensors, metadata).digest()
+
+
+def write_state(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
+) -> bytes:
+    """Write the state atomically to ``path`` (tmp, fsync, rename); return its digest."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        digest = SerializedState(tensors, metadata).write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return digest
+
+
+def load_state_bytes(data: bytes, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Parse safetensors ``data`` (data only, never pickle) into tensors and metadata."""
+    from safetensors.torch import load
+
+    if len(data) < 8:
+        raise MalformedArtefactError(what, "too short for safetensors")
+    try:
+        tensors = load(data)
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed artefact
+        raise MalformedArtefactError(
+            what, f"not valid safetensors ({exc.__class__.__name__})"
+        ) from None
+    meta = header.get("__metadata__") or {}
+    raw = meta.get("polchain")
+    if not isinstance(raw, str):
+        raise MalformedArtefactError(what, "missing polchain metadata")
+    try:
+        metadata = json.loads(raw)
+    except ValueError:
+        raise MalformedArtefactError(what, "polchain metadata is not JSON") from None
+    if not isinstance(metadata, dict):
+        raise MalformedArtefactError(what, "polchain metadata is not an object")
+    return dict(tensors), metadata
