@@ -1,0 +1,74 @@
+"""Multi-level trees against the official ipfs-unixfs-importer (npm), tiny chunks and width."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pol_chain.paths import node_modules_dir, project_root
+from pol_chain.store import CID, LocalStore
+from pol_chain.store.unixfs import decode_pbnode
+
+ORACLE = Path(__file__).with_name("unixfs_oracle.mjs")
+
+
+@pytest.fixture(scope="module")
+def oracle(node: str) -> str:
+    if not (node_modules_dir() / "ipfs-unixfs-importer").is_dir():
+        pytest.skip("ipfs-unixfs-importer not installed (run scripts/bootstrap.sh)")
+    if node_modules_dir() != project_root() / "node_modules":
+        pytest.skip("the oracle script resolves ipfs-unixfs-importer from the checkout")
+    return node
+
+
+def _depth(store: LocalStore, cid: CID) -> int:
+    if cid.codec == 0x55:
+        return 0
+    links = decode_pbnode(store.get_block(cid)).links
+    return 1 + max(_depth(store, link.cid) for link in links)
+
+
+CASES = [
+    # (chunk, width, size)
+    (256, 4, 5000),  # 20 leaves -> depth 3
+    (256, 4, 256 * 16),  # exactly full two levels
+    (256, 4, 256 * 16 + 1),  # one leaf over -> a lone chain on the right
+    (256, 4, 256 * 64 + 100),  # depth 4
+    (100, 3, 2701),  # 28 leaves, width 3
+    (1000, 2, 9999),  # binary tree
+    (256, 4, 256),  # single chunk -> the raw leaf
+    (256, 4, 0),  # empty
+    (64, 7, 64 * 7 * 7 * 7 + 5),  # depth 4, width 7
+]
+
+
+@pytest.mark.parametrize(("chunk", "width", "size"), CASES)
+def test_matches_ipfs_unixfs_importer(
+    oracle: str, tmp_path: Path, chunk: int, width: int, size: int
+) -> None:
+    src = tmp_path / "f.bin"
+    data = random.Random(size * 31 + width).randbytes(size)
+    src.write_bytes(data)
+    proc = subprocess.run(
+        [oracle, str(ORACLE), str(src), str(chunk), str(width)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    expected = json.loads(proc.stdout)
+    store = LocalStore(tmp_path / "s", chunk_size=chunk, width=width)
+    cid = store.put_file(src)
+    assert cid == expected["root"]
+    # the oracle's memory blockstore lists blocks by multihash: compare digests
+    ours = sorted({c.digest for c, _ in store.iter_dag(cid)})
+    theirs = sorted(CID.parse(b).digest for b in expected["blocks"])
+    assert ours == sorted(set(theirs))
+    assert store.get_bytes(cid) == data
+    assert store.size(cid) == size
+    if size > chunk * width * width:
+        assert _depth(store, CID.parse(cid)) >= 3
