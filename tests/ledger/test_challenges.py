@@ -93,20 +93,35 @@ def test_attest_rejections(w3: Web3, ledger: LedgerClient) -> None:
     # EIP-712: a forged signature (by a non-verifier) and signatures for another chain id
     # or another contract recover to some other address and are rejected.
     forged = sign_attestation(
-        dev_account(8), cid, True, REPORT, "r", chain_id=ledger.chain_id,
+        dev_account(8),
+        cid,
+        True,
+        REPORT,
+        "r",
+        chain_id=ledger.chain_id,
         verifying_contract=ledger.address,
     )
     with pytest.raises(errors.SignerNotVerifier, match="not a verifier"):
         outsider.attest_by_sig(cid, True, REPORT, "r", forged)
     wrong_chain = sign_attestation(
-        dev_account(2), cid, True, REPORT, "r", chain_id=ledger.chain_id + 1,
+        dev_account(2),
+        cid,
+        True,
+        REPORT,
+        "r",
+        chain_id=ledger.chain_id + 1,
         verifying_contract=ledger.address,
     )
     with pytest.raises(errors.SignerNotVerifier):
         outsider.attest_by_sig(cid, True, REPORT, "r", wrong_chain)
     other = LedgerClient.deploy(w3, dev_account(0))
     wrong_contract = sign_attestation(
-        dev_account(2), cid, True, REPORT, "r", chain_id=ledger.chain_id,
+        dev_account(2),
+        cid,
+        True,
+        REPORT,
+        "r",
+        chain_id=ledger.chain_id,
         verifying_contract=other.address,
     )
     with pytest.raises(errors.SignerNotVerifier):

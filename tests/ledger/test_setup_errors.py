@@ -1,0 +1,108 @@
+"""Embedded chain, deployments, persistence, compiled artefact, and one-line setup errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from ledger_helpers import digest
+from web3 import Web3
+
+from pol_chain.ledger import errors
+from pol_chain.ledger.accounts import create_keystore, dev_account, load_keystore
+from pol_chain.ledger.anvil import EmbeddedChain, find_anvil, free_port
+from pol_chain.ledger.client import LedgerClient, connect_web3
+from pol_chain.ledger.deployments import Deployment, Deployments, ensure_deployed, load_deployed
+from pol_chain.ledger.types import RunStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_chain_state_survives_restart(tmp_path: Path) -> None:
+    node = EmbeddedChain(tmp_path, port=free_port())
+    node.start()
+    try:
+        w3 = connect_web3(node.url)
+        ledger, fresh = ensure_deployed(w3, dev_account(0), tmp_path)
+        assert fresh
+        run = ledger.register_run(digest("spec"), "bafyspec").run_id
+        ledger.commit_checkpoints(run, 0, [digest("leaf")], "m")
+        block = w3.eth.block_number
+    finally:
+        assert node.stop()
+    assert node.state_file.is_file() and not node.pid_file.exists()
+
+    again = EmbeddedChain(tmp_path, port=node.port)
+    again.start()
+    try:
+        assert not again.reused
+        w3 = connect_web3(again.url)
+        assert w3.eth.block_number >= block
+        reloaded, fresh = ensure_deployed(w3, dev_account(0), tmp_path)
+        assert not fresh and reloaded.address == ledger.address
+        info = reloaded.get_run(run)
+        assert info.status is RunStatus.REGISTERED and info.committed_count == 1
+        # a second manager on the same port reuses the running node
+        third = EmbeddedChain(tmp_path, port=node.port)
+        third.start()
+        assert third.reused
+    finally:
+        again.stop()
+
+
+def test_unreachable_rpc_is_one_clear_error() -> None:
+    with pytest.raises(errors.RpcUnreachable, match="no Ethereum node answers at"):
+        LedgerClient.connect(f"http://127.0.0.1:{free_port()}", "0x" + "11" * 20)
+
+
+def test_no_contract_at_recorded_address(w3: Web3, tmp_path: Path) -> None:
+    with pytest.raises(errors.ContractNotDeployed) as info:
+        load_deployed(w3, None, tmp_path)
+    assert "deploy" in info.value.hint
+    Deployments(tmp_path).record(Deployment(w3.eth.chain_id, "0x" + "22" * 20, 0, ""))
+    with pytest.raises(errors.ContractNotDeployed, match="no ProofLedger contract at 0x2222"):
+        load_deployed(w3, None, tmp_path)
+    assert "polchain deploy" in errors.ContractNotDeployed(1, None).hint
+
+
+def test_anvil_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("POLCHAIN_NODE_MODULES", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(errors.AnvilNotInstalled) as info:
+        find_anvil()
+    assert "bootstrap.sh" in info.value.hint and "@foundry-rs/anvil" in info.value.hint
+    with pytest.raises(errors.AnvilNotInstalled):
+        EmbeddedChain(tmp_path, port=free_port()).start()
+
+
+def test_keystore_password(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "key.json"
+    made = create_keystore(path, "right", dev_account(9).key)
+    assert made.address == dev_account(9).address
+    assert load_keystore(path, "right").address == made.address
+    monkeypatch.setenv("POLCHAIN_KEYSTORE_PASSWORD", "right")
+    assert load_keystore(path).address == made.address
+    monkeypatch.setenv("POLCHAIN_KEYSTORE_PASSWORD", "wrong")
+    with pytest.raises(errors.WrongKeystorePassword, match="wrong password"):
+        load_keystore(path)
+    with pytest.raises(errors.KeystoreError, match="does not exist"):
+        load_keystore(tmp_path / "missing.json", "x")
+
+
+def test_unfunded_account(session_ledger: LedgerClient) -> None:
+    broke = session_ledger.with_account(Account.create())
+    with pytest.raises(errors.InsufficientFunds, match="insufficient funds"):
+        broke.register_run(digest("spec"), "bafyspec")
+
+
+def test_committed_artifact_is_fresh() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compile_contracts.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
