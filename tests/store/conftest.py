@@ -161,8 +161,13 @@ class FakeKubo:
     ) -> tuple[int, bytes, str]:
         arg = q.get("arg", [""])[0]
         if path == "/api/v0/version":
-            out = {"Version": "0.38.1", "Commit": "", "Repo": "16", "System": "amd64/linux",
-                   "Golang": "go1.24"}
+            out = {
+                "Version": "0.38.1",
+                "Commit": "",
+                "Repo": "16",
+                "System": "amd64/linux",
+                "Golang": "go1.24",
+            }
             return 200, json.dumps(out).encode(), "application/json"
         if path == "/api/v0/add":
             data = _multipart_file(body, headers["Content-Type"])
