@@ -169,7 +169,7 @@ def restore_state(
     except RuntimeError as exc:
         raise MalformedArtefactError(what, f"model state does not fit the task: {exc}") from None
     if scheduler is not None:
-        _fast_forward(scheduler, int(meta.get("scheduler_position", step)))
+        _fast_forward(scheduler, step)  # the position is the step, by contract
     n_params = sum(len(g["params"]) for g in optimizer.param_groups)
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():

@@ -7,6 +7,7 @@ and a ±1 pixel random shift driven by the per-step augmentation generator.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,10 +56,12 @@ class DigitsCNN(nn.Module):
         return self.head(self.features(x))  # type: ignore[no-any-return]
 
 
+@functools.lru_cache(maxsize=4)
 def load_split(
     split_seed: int = 0, test_fraction: float = 0.2
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return ``(train_x, train_y, test_x, test_y)``; x float32 (N,1,8,8) in [0,1]."""
+    """Return ``(train_x, train_y, test_x, test_y)``; x float32 (N,1,8,8) in [0,1] (cached;
+    callers must not modify the tensors in place)."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
