@@ -119,3 +119,13 @@ def test_many_quick_commits_do_not_collide(w3: Web3, session_ledger: LedgerClien
     assert len({r.tx.tx_hash for r in results}) == 50
     assert trainer.committed_count(run) == 50
     assert trainer.accumulator_of(run) == cm.accumulator(leaves)
+
+
+@pytest.mark.parametrize(("batch", "target"), [(1, 60_000), (32, 3_000), (128, 1_500)])
+def test_commit_gas_targets(session_ledger: LedgerClient, batch: int, target: int) -> None:
+    cid = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+    run = session_ledger.register_run(digest("spec"), cid).run_id
+    first = session_ledger.commit_checkpoints(run, 0, leaves_for(run, 0, batch), cid)
+    steady = session_ledger.commit_checkpoints(run, batch, leaves_for(run, batch, batch), cid)
+    assert first.tx.gas_used / batch <= target
+    assert steady.tx.gas_used / batch <= target
