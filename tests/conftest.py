@@ -46,8 +46,3 @@ def session_ledger(w3: Web3) -> LedgerClient:
 def ledger(w3: Web3) -> LedgerClient:
     """A freshly deployed ProofLedger, admin = Anvil account 0."""
     return LedgerClient.deploy(w3, dev_account(0))
-
-
-def mine(w3: Web3, blocks: int = 1) -> None:
-    """Mine ``blocks`` empty blocks on Anvil."""
-    w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from web3 import Web3
+
 from pol_chain import commitment as cm
 from pol_chain.ledger.client import LedgerClient
 
@@ -33,3 +35,8 @@ def finalized_run(client: LedgerClient, model: bytes, checkpoints: int = 3) -> b
     client.commit_checkpoints(run, 0, leaves_for(run, 0, checkpoints), "bafymanifest")
     client.finalize_run(run, model, "bafymodel")
     return run
+
+
+def mine(w3: Web3, blocks: int = 1) -> None:
+    """Mine ``blocks`` empty blocks on Anvil."""
+    w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]

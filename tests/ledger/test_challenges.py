@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import mine
-from ledger_helpers import digest, finalized_run
+from ledger_helpers import digest, finalized_run, mine
 from web3 import Web3
 
 from pol_chain import commitment as cm

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import mine
-from ledger_helpers import digest, finalized_run
+from ledger_helpers import digest, finalized_run, leaves_for, mine
 from web3 import Web3
 
 from pol_chain import commitment as cm
@@ -37,7 +36,6 @@ def test_history_rebuilt_from_events_matches_state(w3: Web3, ledger: LedgerClien
     thief = ledger.with_account(dev_account(6))
     thief_run = finalized_run(thief, model, checkpoints=2)
     honest = ledger.register_run(digest("spec-h"), "bafyspec-h").run_id
-    from ledger_helpers import leaves_for
 
     leaves = leaves_for(honest, 0, 5)
     ledger.commit_checkpoints(honest, 0, leaves[:2], "bafym1")
