@@ -19,6 +19,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
@@ -168,7 +169,7 @@ class Pending(Generic[T]):
         w3 = self.client.w3
         try:
             receipt = w3.eth.wait_for_transaction_receipt(
-                self.tx_hash, timeout=timeout, poll_latency=0.05
+                HexBytes(self.tx_hash), timeout=timeout, poll_latency=0.05
             )
         except TimeExhausted as exc:
             raise TransactionFailed(
@@ -220,9 +221,7 @@ class LedgerClient:
         return cls(connect_web3(rpc_url), address, account, deploy_block=deploy_block)
 
     @classmethod
-    def deploy(
-        cls, w3: Web3, account: LocalAccount, *, admin: str | None = None
-    ) -> LedgerClient:
+    def deploy(cls, w3: Web3, account: LocalAccount, *, admin: str | None = None) -> LedgerClient:
         """Deploy a new ledger administered by ``admin`` (default: ``account``)."""
         artifact = load_artifact()
         factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
@@ -232,7 +231,10 @@ class LedgerClient:
         probe.chain_id = w3.eth.chain_id
         ctor = factory.constructor(to_checksum_address(admin or account.address))
         receipt = probe._send_raw(ctor, 0).wait_receipt()
-        return cls(w3, receipt["contractAddress"], account, deploy_block=receipt["blockNumber"])
+        address = receipt["contractAddress"]
+        if address is None:
+            raise TransactionFailed("the deployment transaction created no contract")
+        return cls(w3, address, account, deploy_block=receipt["blockNumber"])
 
     def with_account(self, account: LocalAccount) -> LedgerClient:
         """Return a client for the same ledger signing with ``account``."""
@@ -255,9 +257,10 @@ class LedgerClient:
             return decode_revert(self.abi, data)
         text = str(exc)
         if "insufficient funds" in text.lower() or "OutOfFunds" in text:
-            addr = self.account.address if self.account else "?"
-            balance = self.w3.eth.get_balance(addr) if self.account else None
-            return InsufficientFunds(addr, balance)
+            if self.account is None:
+                return InsufficientFunds("?")
+            addr = self.account.address
+            return InsufficientFunds(addr, self.w3.eth.get_balance(addr))
         return TransactionFailed(f"the transaction was rejected: {text[:300]}")
 
     def _replay_failure(self, tx: dict[str, Any], block: int) -> PolchainLedgerError:
@@ -286,9 +289,7 @@ class LedgerClient:
             raise self._revert_error(exc) from exc
         return _RawPending(self, bytes(tx_hash), tx)
 
-    def _send(
-        self, fn: Any, parse: Callable[[TxReceipt, TxInfo], T], value: int = 0
-    ) -> Pending[T]:
+    def _send(self, fn: Any, parse: Callable[[TxReceipt, TxInfo], T], value: int = 0) -> Pending[T]:
         raw = self._send_raw(fn, value)
         return Pending(self, raw.tx_hash, raw.tx, parse)
 
@@ -338,7 +339,9 @@ class LedgerClient:
         """Commit ``leaves`` as checkpoints ``first_index..`` of ``run_id``."""
         return self.send_commit_checkpoints(run_id, first_index, leaves, manifest_cid).wait()
 
-    def finalize_run(self, run_id: Bytes32, model_digest: Bytes32, model_cid: str) -> FinalizeResult:
+    def finalize_run(
+        self, run_id: Bytes32, model_digest: Bytes32, model_cid: str
+    ) -> FinalizeResult:
         """Finalize ``run_id``, claiming ``model_digest``."""
         rid, digest = to_bytes32(run_id), to_bytes32(model_digest)
 
@@ -385,7 +388,9 @@ class LedgerClient:
         """The challenge's seed (sealed, or computable now); SeedNotReady / SeedExpired."""
         return bytes(self._call(self.contract.functions.challengeSeed(challenge_id)))
 
-    def _parse_attest(self, challenge_id: int, passed: bool) -> Callable[[TxReceipt, TxInfo], AttestResult]:
+    def _parse_attest(
+        self, challenge_id: int, passed: bool
+    ) -> Callable[[TxReceipt, TxInfo], AttestResult]:
         def parse(receipt: TxReceipt, info: TxInfo) -> AttestResult:
             voter = self._events(receipt, "Attested")[0]["args"]["verifier"]
             resolved = self._events(receipt, "ChallengeResolved")
@@ -551,4 +556,3 @@ class _RawPending:
     def wait_receipt(self, timeout: float = 120.0) -> TxReceipt:
         pending: Pending[TxReceipt] = Pending(self.client, self.tx_hash, self.tx, lambda r, _i: r)
         return pending.wait(timeout)
-

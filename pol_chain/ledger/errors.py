@@ -262,7 +262,9 @@ class ChallengeClosed(ContractRevert):
     """The challenge has reached its quorum."""
 
 
-@_revert("ProofLedgerAlreadyAttested", "verifier {verifier} already voted on challenge {challengeId}")
+@_revert(
+    "ProofLedgerAlreadyAttested", "verifier {verifier} already voted on challenge {challengeId}"
+)
 class AlreadyAttested(ContractRevert):
     """One vote per verifier per challenge."""
 
@@ -335,7 +337,11 @@ def decode_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> Polcha
     """Turn revert data into the named error (``TransactionFailed`` when unknown)."""
     if data is None:
         return TransactionFailed("the transaction reverted without a reason")
-    raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else data
+    raw = (
+        bytes.fromhex(data[2:] if data.startswith("0x") else data)
+        if isinstance(data, str)
+        else data
+    )
     table = _TABLES.setdefault(id(abi), _ErrorTable(abi))
     entry = table.entries.get(raw[:4])
     if entry is None:

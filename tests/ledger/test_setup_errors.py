@@ -15,6 +15,7 @@ from pol_chain.ledger import errors
 from pol_chain.ledger.accounts import create_keystore, dev_account, load_keystore
 from pol_chain.ledger.anvil import EmbeddedChain, find_anvil, free_port
 from pol_chain.ledger.client import LedgerClient, connect_web3
+from pol_chain.ledger.connect import open_ledger, resolve_account
 from pol_chain.ledger.deployments import Deployment, Deployments, ensure_deployed, load_deployed
 from pol_chain.ledger.types import RunStatus
 
@@ -106,3 +107,30 @@ def test_committed_artifact_is_fresh() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_open_ledger_on_embedded_chain(tmp_path: Path) -> None:
+    port = free_port()
+    with pytest.raises(errors.ContractNotDeployed):
+        open_ledger(data=tmp_path, port=port)
+    node = EmbeddedChain(tmp_path, port=port)
+    try:
+        assert node.is_running()  # started by the first call, detached
+        client = open_ledger(data=tmp_path, port=port, deploy_if_missing=True)
+        again = open_ledger(data=tmp_path, port=port, account_index=3)
+        assert again.address == client.address
+        assert again.account is not None and again.account.address == dev_account(3).address
+        assert open_ledger(data=tmp_path, port=port, read_only=True).account is None
+    finally:
+        assert node.stop()
+
+
+def test_remote_chain_needs_keystore(tmp_path: Path) -> None:
+    node = EmbeddedChain(tmp_path, port=free_port(), chain_id=4242)
+    with node:
+        w3 = connect_web3(node.url)
+        with pytest.raises(errors.KeystoreError, match="keystore is needed"):
+            resolve_account(w3)
+        path = tmp_path / "k.json"
+        create_keystore(path, "pw", dev_account(2).key)
+        assert resolve_account(w3, keystore=path, password="pw").address == dev_account(2).address
