@@ -77,12 +77,19 @@ def load_keystore(path: str | Path, password: str | None = None) -> LocalAccount
 
 
 def create_keystore(
-    path: str | Path, password: str, private_key: bytes | str | None = None
+    path: str | Path,
+    password: str,
+    private_key: bytes | str | None = None,
+    *,
+    iterations: int | None = None,
 ) -> LocalAccount:
-    """Write a new (or the given) key encrypted with ``password`` to ``path``; return it."""
+    """Write a new (or the given) key encrypted with ``password`` to ``path``; return it.
+
+    ``iterations`` is the scrypt work factor (eth-account's default when None; tests use
+    a small power of two for speed)."""
     account: LocalAccount = Account.from_key(private_key) if private_key else Account.create()
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(Account.encrypt(account.key, password)))
+    path.write_text(json.dumps(Account.encrypt(account.key, password, iterations=iterations)))
     path.chmod(0o600)
     return account

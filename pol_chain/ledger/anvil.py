@@ -183,6 +183,9 @@ class EmbeddedChain:
                 if self._proc.poll() is not None:
                     break
             else:
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        break  # our own child (started by another manager here): reaped
                 try:
                     os.kill(pid, 0)
                 except ProcessLookupError:

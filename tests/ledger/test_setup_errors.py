@@ -81,7 +81,7 @@ def test_anvil_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_keystore_password(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "key.json"
-    made = create_keystore(path, "right", dev_account(9).key)
+    made = create_keystore(path, "right", dev_account(9).key, iterations=2**10)
     assert made.address == dev_account(9).address
     assert load_keystore(path, "right").address == made.address
     monkeypatch.setenv("POLCHAIN_KEYSTORE_PASSWORD", "right")
@@ -132,5 +132,5 @@ def test_remote_chain_needs_keystore(tmp_path: Path) -> None:
         with pytest.raises(errors.KeystoreError, match="keystore is needed"):
             resolve_account(w3)
         path = tmp_path / "k.json"
-        create_keystore(path, "pw", dev_account(2).key)
+        create_keystore(path, "pw", dev_account(2).key, iterations=2**10)
         assert resolve_account(w3, keystore=path, password="pw").address == dev_account(2).address
