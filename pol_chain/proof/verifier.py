@@ -11,7 +11,7 @@ proof directory.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,6 +272,7 @@ def verify(
     committed_accumulator: bytes | None = None,
     model_digest: bytes | None = None,
     dataset: tuple[torch.Tensor, torch.Tensor] | None = None,
+    dataset_proofs: Callable[[int], Sequence[bytes]] | None = None,
     parent_model: bytes | None = None,
     policy: Policy | None = None,
     device: str = "cpu",
@@ -279,7 +280,12 @@ def verify(
     threads: int | None = None,
     out_dir: Path | str | None = None,
 ) -> Report:
-    """Verify a proof and return its :class:`Report` (also written to ``out_dir``)."""
+    """Verify a proof and return its :class:`Report` (also written to ``out_dir``).
+
+    ``dataset`` is the data the replay uses (default: the dataset the spec's task builds);
+    every index of a replayed segment must open to the spec's committed root, with paths
+    from ``dataset_proofs(index)`` (default: the Merkle tree of ``dataset`` itself).
+    """
     policy = policy or Policy()
     env = configure_determinism(deterministic, threads)
     base: dict[str, Any] = {
@@ -394,7 +400,8 @@ def verify(
     chosen = select_segments(policy, challenge_seed, seg_steps, seg_epochs, update_sizes)
     # membership of every index used in a replayed segment
     xs, ys = dataset if dataset is not None else (bundle.train_x, bundle.train_y)
-    tree = MerkleTree([sample_leaf(xs[i], ys[i]) for i in range(len(xs))])
+    if dataset_proofs is None:
+        dataset_proofs = MerkleTree([sample_leaf(xs[i], ys[i]) for i in range(len(xs))]).proof
     opened: dict[int, bool] = {}
     for i in chosen:
         for st in segments.get(i, []):
@@ -404,7 +411,7 @@ def verify(
                         sample_leaf(xs[j], ys[j]),
                         j,
                         spec.dataset.size,
-                        tree.proof(j),
+                        dataset_proofs(j),
                         spec.dataset.root,
                     )
                 if not opened[j]:
