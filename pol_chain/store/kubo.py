@@ -83,7 +83,7 @@ class KuboClient:
         if resp.status_code < 300:
             return
         body: Any = None
-        message = resp.text.strip() if not resp.is_stream_consumed or resp.content else ""
+        message = resp.text.strip()
         code: int | None = None
         try:
             body = resp.json()
@@ -272,10 +272,11 @@ class KuboClient:
     def push(self, store: LocalStore, cid: str) -> str:
         """Copy the DAG of ``cid`` from ``store`` to the node (CAR + ``dag/import``, pinned).
 
-        Raises :class:`IntegrityError` if the root the node reports is not ``cid``.
+        Raises :class:`IntegrityError` if the root the node reports is not ``cid``. The CAR
+        is staged in the system temp folder (outside the store, where gc cannot touch it).
         """
         want = CID.parse(cid)
-        fd, tmp = tempfile.mkstemp(dir=store.root / "tmp", prefix=".push-", suffix=".car")
+        fd, tmp = tempfile.mkstemp(prefix=".push-", suffix=".car")
         os.close(fd)
         try:
             store.export_car(str(want), tmp)
@@ -295,7 +296,7 @@ class KuboClient:
         and the DAG must be complete; otherwise :class:`IntegrityError` and nothing is pinned.
         """
         want = CID.parse(cid)
-        fd, tmp = tempfile.mkstemp(dir=store.root / "tmp", prefix=".fetch-", suffix=".car")
+        fd, tmp = tempfile.mkstemp(prefix=".fetch-", suffix=".car")
         os.close(fd)
         try:
             self.dag_export(str(want), tmp)

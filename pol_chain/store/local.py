@@ -93,6 +93,9 @@ def _read_chunks(stream: BinaryIO | Iterable[bytes], size: int) -> Iterator[byte
     else:
         buf = bytearray()
         for piece in stream:  # type: ignore[union-attr]
+            if not buf and len(piece) == size:
+                yield bytes(piece)  # the common case (put_bytes): no re-buffering
+                continue
             buf += piece
             while len(buf) >= size:
                 yield bytes(buf[:size])
