@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import subprocess
@@ -72,3 +73,29 @@ def test_matches_ipfs_unixfs_importer(
     assert store.size(cid) == size
     if size > chunk * width * width:
         assert _depth(store, CID.parse(cid)) >= 3
+
+
+@pytest.mark.parametrize(("chunk", "width", "size"), [(256, 4, 5000), (300, 3, 299)])
+def test_reads_legacy_cidv0_dags(
+    oracle: str, tmp_path: Path, chunk: int, width: int, size: int
+) -> None:
+    """DAGs a Kubo node makes by default (CIDv0, dag-pb leaves with inline data) read back."""
+    src = tmp_path / "f.bin"
+    data = random.Random(size).randbytes(size)
+    src.write_bytes(data)
+    proc = subprocess.run(
+        [oracle, str(ORACLE), str(src), str(chunk), str(width), "v0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    expected = json.loads(proc.stdout)
+    assert expected["root"].startswith("Qm")
+    store = LocalStore(tmp_path / "s")
+    for key, b64 in expected["data"].items():
+        block = base64.b64decode(b64)
+        store.put_block(CID(0, 0x70, CID.parse(key).digest), block)
+    assert store.has(expected["root"])
+    assert store.get_bytes(expected["root"]) == data
+    assert store.size(expected["root"]) == size
