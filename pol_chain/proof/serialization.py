@@ -59,7 +59,7 @@ class SerializedState:
                 raise TypeError(f"unsupported dtype {tensor.dtype} for {name!r}")
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)
             raw = flat.view(torch.uint8) if flat.numel() else torch.empty(0, dtype=torch.uint8)
-            view = memoryview(raw.numpy()).cast("B")
+            view = memoryview(raw.numpy()).cast("B")  # type: ignore[arg-type]
             size = view.nbytes
             header[name] = {
                 "data_offsets": [offset, offset + size],

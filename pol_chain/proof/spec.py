@@ -168,7 +168,9 @@ class TaskSpec:
             raise SpecError(f"spec is missing or mistypes a field: {exc!r}") from None
 
     def check_source(self) -> None:
-        """Raise :class:`SpecError` unless the local task source hashes to the spec's."""
+        """Raise :class:`SpecError` unless the task resolves and its local source hashes
+        to the spec's."""
+        resolve_task(self.entry)
         local = task_source_sha256(self.entry)
         if local != self.source_sha256:
             raise SpecError(

@@ -90,7 +90,7 @@ def test_permuted_batches_fail(proof_copy: Path) -> None:
 
 def test_substituted_batch_fails(proof_copy: Path) -> None:
     def substitute(steps: list[dict[str, list[int]]]) -> None:
-        steps[1]["indices"] = [(i + 7) % 1437 for i in steps[1]["indices"]]
+        steps[1]["indices"] = [(i + 7) % 1438 for i in steps[1]["indices"]]
 
     _rewrite_segment(proof_copy, 6, substitute)
     report = _verify(proof_copy, committed_leaves=recommit(proof_copy))

@@ -1,0 +1,121 @@
+"""Spec, seeds, dataset commitment and deterministic safetensors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from pol_chain.proof import (
+    LEAF_RULE,
+    MalformedArtefactError,
+    SpecError,
+    TaskSpec,
+    commit_dataset,
+    sample_leaf,
+    verify_membership,
+)
+from pol_chain.proof.canonical import canonical_json, parse_canonical_json, sha256
+from pol_chain.proof.seeds import derive_seed
+from pol_chain.proof.serialization import digest_state, load_state_bytes, serialize_state
+
+
+def test_spec_is_canonical_and_round_trips(spec: TaskSpec) -> None:
+    raw = spec.to_bytes()
+    assert raw == canonical_json(spec.to_json()) and b" " not in raw
+    again = TaskSpec.from_bytes(raw)
+    assert again.digest == spec.digest == sha256(raw)
+    assert spec.dataset.leaf_rule == LEAF_RULE and spec.dataset.size == 1438
+    assert spec.total_steps == 88  # 1438 // 32 = 44 steps per epoch
+
+
+def test_bad_specs_are_named_errors(spec: TaskSpec) -> None:
+    raw = spec.to_bytes()
+    with pytest.raises(SpecError):
+        TaskSpec.from_bytes(raw.replace(b'{"config"', b'{ "config"'))  # not canonical
+    with pytest.raises(SpecError):
+        TaskSpec.from_bytes(raw.replace(b'"kind":"seeded"', b'"kind":"magic"'))
+    with pytest.raises(SpecError):
+        spec.replace(config={"k": 0})
+    with pytest.raises(SpecError):
+        TaskSpec.from_bytes(b"NaN")
+    with pytest.raises(SpecError):
+        spec.replace(entry="pol_chain.tasks.digits:nope").check_source()
+    with pytest.raises(SpecError):
+        spec.replace(source_sha256=b"\x00" * 32).check_source()
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+
+
+def test_seeds_differ_by_purpose_and_counter() -> None:
+    seed = b"\x05" * 32
+    values = {
+        derive_seed(seed, p, c)
+        for p in ("init", "data-order", "augment", "dropout")
+        for c in range(3)
+    }
+    assert len(values) == 12 and all(0 <= v < 2**63 for v in values)
+    assert derive_seed(seed, "init") != derive_seed(b"\x06" * 32, "init")
+
+
+def test_sample_leaf_binds_label_bytes_dtype_and_shape() -> None:
+    x, y = torch.zeros(1, 8, 8), torch.tensor(3)
+    base = sample_leaf(x, y)
+    assert sample_leaf(x, torch.tensor(4)) != base
+    x2 = x.clone()
+    x2[0, 7, 7] = 1e-30
+    assert sample_leaf(x2, y) != base
+    assert sample_leaf(x.double(), y) != base
+    assert sample_leaf(x.reshape(8, 8), y) != base
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 17])
+def test_membership_proofs(n: int) -> None:
+    x, y = torch.randn(n, 4), torch.arange(n)
+    commitment, tree = commit_dataset(x, y)
+    for i in range(n):
+        leaf = sample_leaf(x[i], y[i])
+        assert verify_membership(leaf, i, n, tree.proof(i), commitment.root)
+        assert not verify_membership(leaf, (i + 1) % n, n, tree.proof(i), commitment.root) or n == 1
+        assert not verify_membership(
+            sample_leaf(x[i] + 1, y[i]), i, n, tree.proof(i), commitment.root
+        )
+    assert not verify_membership(sample_leaf(x[0], y[0]), n, n, [], commitment.root)
+
+
+def test_state_bytes_are_deterministic_and_valid_safetensors() -> None:
+    from safetensors.torch import load
+
+    a = {"w": torch.randn(3, 4), "b": torch.arange(5), "s": torch.tensor(1.5, dtype=torch.float64)}
+    b = {k: a[k].clone() for k in reversed(list(a))}
+    meta = {"step": 4, "format": "x"}
+    raw = serialize_state(a, meta)
+    assert raw == serialize_state(b, dict(reversed(list(meta.items()))))
+    assert sha256(raw) == digest_state(a, meta)
+    assert all(torch.equal(load(raw)[k], a[k]) for k in a)
+    tensors, got = load_state_bytes(raw, "x")
+    assert got == meta and all(torch.equal(tensors[k], a[k]) for k in a)
+
+
+class _Payload:
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.sentinel), "w"))
+
+
+def test_pickles_and_torch_save_files_are_inert(tmp_path: Path) -> None:
+    sentinel = tmp_path / "PWNED"
+    payloads = [pickle.dumps(_Payload(sentinel))]
+    path = tmp_path / "t.pt"
+    torch.save({"x": _Payload(sentinel)}, path)
+    payloads.append(path.read_bytes())
+    for data in payloads:
+        with pytest.raises(MalformedArtefactError):
+            load_state_bytes(data, "artefact")
+        with pytest.raises(MalformedArtefactError):
+            parse_canonical_json(data, "artefact")
+    assert not sentinel.exists()
