@@ -24,7 +24,7 @@ from .errors import (
 )
 from .kubo import KuboClient
 from .local import GcReport, LocalStore, VerifyReport
-from .replicated import PushQueue, ReplicatedStore
+from .replicated import DrainReport, PushQueue, QueueEntry, ReplicatedStore, open_store
 
 __all__ = [
     "CID",
@@ -33,6 +33,7 @@ __all__ = [
     "CarError",
     "CidError",
     "Digest",
+    "DrainReport",
     "GcReport",
     "IntegrityError",
     "KuboClient",
@@ -41,7 +42,9 @@ __all__ = [
     "LocalStore",
     "NotAFile",
     "PushQueue",
+    "QueueEntry",
     "ReplicatedStore",
     "StoreError",
     "VerifyReport",
+    "open_store",
 ]

@@ -23,7 +23,7 @@ from .errors import KuboError, KuboUnreachable, StoreError
 from .kubo import KuboClient
 from .local import LocalStore
 
-__all__ = ["DrainReport", "PushQueue", "QueueEntry", "ReplicatedStore"]
+__all__ = ["DrainReport", "PushQueue", "QueueEntry", "ReplicatedStore", "open_store"]
 
 
 @dataclass(frozen=True)
@@ -188,3 +188,20 @@ class ReplicatedStore(ArtefactStore):
             return self.remote.is_pinned(str(CID.parse(cid)))
         except (KuboError, KuboUnreachable):
             return False
+
+
+def open_store(
+    root: str | os.PathLike[str],
+    *,
+    kubo_api: str | None = None,
+    kubo_auth: str | None = None,
+    timeout: float = 60.0,
+    retries: int = 3,
+) -> LocalStore | ReplicatedStore:
+    """The store the CLI uses: a :class:`LocalStore` at ``root`` (the CLI passes
+    ``<datadir>/store``), replicated to the Kubo RPC at ``kubo_api`` when one is given."""
+    local = LocalStore(root)
+    if not kubo_api:
+        return local
+    client = KuboClient(kubo_api, auth=kubo_auth, timeout=timeout, retries=retries)
+    return ReplicatedStore(local, client)

@@ -6,7 +6,7 @@ import hashlib
 import socket
 from pathlib import Path
 
-from pol_chain.store import ArtefactStore, KuboClient, LocalStore, ReplicatedStore
+from pol_chain.store import ArtefactStore, KuboClient, LocalStore, ReplicatedStore, open_store
 
 from .conftest import FakeKubo
 
@@ -86,3 +86,14 @@ def test_kubo_error_keeps_entry_queued(fake_kubo: FakeKubo, tmp_path: Path) -> N
     fake_kubo.lie_root = None
     assert rs.drain().pushed == [cid]
     rs.close()
+
+
+def test_open_store(fake_kubo: FakeKubo, tmp_path: Path) -> None:
+    plain = open_store(tmp_path / "a")
+    assert isinstance(plain, LocalStore)
+    rep = open_store(tmp_path / "b", kubo_api=fake_kubo.url)
+    assert isinstance(rep, ReplicatedStore)
+    cid = rep.put_bytes(b"via open_store")
+    assert cid in fake_kubo.pins
+    rep.close()
+    plain.close()
