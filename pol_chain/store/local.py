@@ -245,10 +245,16 @@ class LocalStore(ArtefactStore):
         c = CID.parse(cid)
         key = str(c)
         try:
-            with open(self._block_path(key), "rb") as f:
-                data = f.read()
+            fd = os.open(self._block_path(key), os.O_RDONLY)
         except FileNotFoundError:
             raise BlockNotFound(key) from None
+        try:  # one exact-size read: no buffering layer, no over-allocation
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size)
+            while len(data) < size and (more := os.read(fd, size - len(data))):
+                data += more
+        finally:
+            os.close(fd)
         if hashlib.sha256(data).digest() != c.digest:
             raise IntegrityError(f"block {key}", c.digest.hex(), hashlib.sha256(data).hexdigest())
         return data
