@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -88,6 +89,7 @@ class FakeKubo:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         self.scratch = LocalStore(scratch)
         self.lie_root: str | None = None
+        self.delay = 0.0
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
 
@@ -120,6 +122,8 @@ class FakeKubo:
                 if fake.auth is not None and self.headers.get("Authorization") != fake.auth:
                     self._send(401, b"401 - Unauthorized\n", "text/plain")
                     return
+                if fake.delay:
+                    time.sleep(fake.delay)
                 if fake.fail_next > 0:
                     fake.fail_next -= 1
                     self._send(503, b"503 Service Unavailable", "text/plain")
@@ -133,7 +137,9 @@ class FakeKubo:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     def stop(self) -> None:
         if self._server is not None:

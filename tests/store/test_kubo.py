@@ -98,6 +98,7 @@ def test_push_and_fetch(fake_kubo: FakeKubo, store: LocalStore, tmp_path: Path) 
         assert kubo.fetch(other, cid) == cid
         assert other.get_bytes(cid, expect_sha256=hashlib.sha256(data).digest()) == data
     assert list((store.root / "tmp").iterdir()) == []
+    assert {method for method, _, _ in fake_kubo.requests} == {"POST"}
 
 
 def test_push_detects_wrong_root(fake_kubo: FakeKubo, store: LocalStore) -> None:
@@ -161,3 +162,12 @@ def test_unreachable_node() -> None:
             kubo.version()
     assert info.value.attempts == 3
     assert time.monotonic() - start < 5
+
+
+def test_timeout_is_retried_then_unreachable(fake_kubo: FakeKubo) -> None:
+    fake_kubo.delay = 0.5
+    with _client(fake_kubo, retries=1, timeout=0.1) as kubo:
+        with pytest.raises(KuboUnreachable) as info:
+            kubo.version()
+    assert info.value.attempts == 2 and "Timeout" in str(info.value)
+    fake_kubo.delay = 0.0
