@@ -13,9 +13,10 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from .base import ArtefactStore, Digest
 from .cid import CID
@@ -120,6 +121,12 @@ class ReplicatedStore(ArtefactStore):
         self.local.close()
         self.remote.close()
 
+    def __enter__(self) -> ReplicatedStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _queued(self, cid: str, name: str) -> str:
         self.queue.add(cid, name)
         if self.auto_drain:
@@ -133,6 +140,12 @@ class ReplicatedStore(ArtefactStore):
     def put_file(self, path: str | os.PathLike[str], *, pin: bool = True, name: str = "") -> str:
         """Store a file locally (always pinned), queue the push, try to drain; return the CID."""
         return self._queued(self.local.put_file(path, pin=True, name=name), name)
+
+    def put_stream(
+        self, stream: BinaryIO | Iterable[bytes], *, pin: bool = True, name: str = ""
+    ) -> str:
+        """Store a stream locally (always pinned), queue the push, try to drain."""
+        return self._queued(self.local.put_stream(stream, pin=True, name=name), name)
 
     def push(self, cid: str) -> str:
         """Push one CID now (no queue); see :meth:`KuboClient.push`."""
