@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
@@ -149,6 +150,31 @@ def sign_attestation(
     return bytes(signed.signature)
 
 
+def _endpoint(w3: Web3) -> str:
+    return str(getattr(w3.provider, "endpoint_uri", "") or "the RPC endpoint")
+
+
+class _NonceTracker:
+    """The next nonce this process will use for one account on one chain."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.next_nonce = 0
+
+
+_TRACKERS: weakref.WeakKeyDictionary[Web3, dict[str, _NonceTracker]] = weakref.WeakKeyDictionary()
+_TRACKERS_LOCK = threading.Lock()
+
+
+def _nonce_tracker(w3: Web3, address: str) -> _NonceTracker:
+    """One tracker per (connection, account), shared by every client on that connection.
+
+    Keyed by the Web3 object, not the chain id: two local chains (or a restarted one) share
+    chain id 31337 but not nonces."""
+    with _TRACKERS_LOCK:
+        return _TRACKERS.setdefault(w3, {}).setdefault(address, _NonceTracker())
+
+
 class Pending(Generic[T]):
     """A sent transaction; :meth:`wait` mines-waits and returns the typed result."""
 
@@ -199,9 +225,10 @@ class LedgerClient:
         self.deploy_block = deploy_block
         self.abi: list[dict[str, Any]] = load_artifact()["abi"]
         self.contract: Contract = w3.eth.contract(address=self.address, abi=self.abi)
-        self.chain_id: int = w3.eth.chain_id
-        self._lock = threading.Lock()
-        self._next_nonce: int | None = None
+        try:
+            self.chain_id: int = w3.eth.chain_id
+        except OSError as exc:
+            raise RpcUnreachable(_endpoint(w3), type(exc).__name__) from exc
         if check_code and not w3.eth.get_code(self.address):
             raise ContractNotDeployed(self.chain_id, self.address)
 
@@ -225,12 +252,10 @@ class LedgerClient:
         """Deploy a new ledger administered by ``admin`` (default: ``account``)."""
         artifact = load_artifact()
         factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-        probe = cls.__new__(cls)
-        probe.w3, probe.account, probe.abi = w3, account, artifact["abi"]
-        probe._lock, probe._next_nonce = threading.Lock(), None
-        probe.chain_id = w3.eth.chain_id
+        # an unbound client (no contract yet) sends the creation transaction
+        sender = cls(w3, "0x" + "00" * 20, account, check_code=False)
         ctor = factory.constructor(to_checksum_address(admin or account.address))
-        receipt = probe._send_raw(ctor, 0).wait_receipt()
+        receipt = sender._send_raw(ctor, 0).wait_receipt()
         address = receipt["contractAddress"]
         if address is None:
             raise TransactionFailed("the deployment transaction created no contract")
@@ -265,9 +290,8 @@ class LedgerClient:
 
     def _replay_failure(self, tx: dict[str, Any], block: int) -> PolchainLedgerError:
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
-        try:
-            self.w3.eth.call(call, block - 1 if block else "latest")  # type: ignore[arg-type]
-            self.w3.eth.call(call, block)  # type: ignore[arg-type]
+        try:  # re-run it on the state it was mined on top of
+            self.w3.eth.call(call, max(block - 1, 0))  # type: ignore[arg-type]
         except (ContractLogicError, Web3RPCError) as exc:
             return self._revert_error(exc)
         return TransactionFailed("the transaction reverted (out of gas or state changed)")
@@ -278,15 +302,18 @@ class LedgerClient:
         try:
             if gas is None:
                 gas = int(fn.estimate_gas(base, block_identifier="pending") * GAS_MARGIN)
-            with self._lock:
+            tracker = _nonce_tracker(self.w3, account.address)
+            with tracker.lock:
                 chain_next = self.w3.eth.get_transaction_count(account.address, "pending")
-                nonce = max(chain_next, self._next_nonce or 0)
+                nonce = max(chain_next, tracker.next_nonce)
                 tx = fn.build_transaction({**base, "nonce": nonce, "gas": gas})
                 signed = account.sign_transaction(tx)
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                self._next_nonce = nonce + 1
+                tracker.next_nonce = nonce + 1
         except (ContractLogicError, Web3RPCError, ValueError) as exc:
             raise self._revert_error(exc) from exc
+        except OSError as exc:
+            raise RpcUnreachable(_endpoint(self.w3), type(exc).__name__) from exc
         return _RawPending(self, bytes(tx_hash), tx)
 
     def _send(self, fn: Any, parse: Callable[[TxReceipt, TxInfo], T], value: int = 0) -> Pending[T]:
@@ -302,6 +329,8 @@ class LedgerClient:
             return fn.call()
         except (ContractLogicError, Web3RPCError) as exc:
             raise self._revert_error(exc) from exc
+        except OSError as exc:
+            raise RpcUnreachable(_endpoint(self.w3), type(exc).__name__) from exc
 
     # ------------------------------------------------------------------ runs
 

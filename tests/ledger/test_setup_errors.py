@@ -134,3 +134,13 @@ def test_remote_chain_needs_keystore(tmp_path: Path) -> None:
         path = tmp_path / "k.json"
         create_keystore(path, "pw", dev_account(2).key, iterations=2**10)
         assert resolve_account(w3, keystore=path, password="pw").address == dev_account(2).address
+
+
+def test_node_gone_mid_session(tmp_path: Path) -> None:
+    node = EmbeddedChain(tmp_path, port=free_port())
+    with node:
+        ledger = LedgerClient.deploy(connect_web3(node.url), dev_account(0))
+    with pytest.raises(errors.RpcUnreachable, match=str(node.port)):
+        ledger.get_run(digest("x"))
+    with pytest.raises(errors.RpcUnreachable):
+        ledger.register_run(digest("spec"), "bafyspec")
