@@ -60,6 +60,7 @@ class KuboUnreachable(StoreError, ConnectionError):
         super().__init__(f"Kubo RPC at {url} unreachable after {attempts} attempt(s): {cause!r}")
         self.url = url
         self.attempts = attempts
+        self.cause = cause
 
 
 class KuboError(StoreError):

@@ -3,7 +3,8 @@
 Kubo's RPC is POST-only (a GET gets 405). Errors come back as JSON
 ``{"Message": ..., "Code": ..., "Type": "error"}`` (HTTP 500 for ``Code`` 0); they raise
 :class:`KuboError`. Connection failures, timeouts and 429/502/503/504 are retried with
-exponential backoff, then raise :class:`KuboUnreachable`.
+exponential backoff, then raise :class:`KuboUnreachable` (its ``cause`` holds the last
+transport error or the last 429/5xx :class:`KuboError`).
 """
 
 from __future__ import annotations
@@ -140,8 +141,6 @@ class KuboClient:
                     self._raise_for(endpoint, resp)
                 yield resp
                 return
-        if isinstance(last, KuboError):
-            raise last
         raise KuboUnreachable(self.api_url, self.retries + 1, last)
 
     def _json(self, endpoint: str, params: Mapping[str, Any] | None = None) -> Any:

@@ -149,9 +149,9 @@ def test_retries_transient_failures(fake_kubo: FakeKubo, store: LocalStore) -> N
     with _client(fake_kubo, retries=3) as kubo:
         assert kubo.push(store, cid) == cid  # the multipart body is re-sent intact
     fake_kubo.fail_next = 5
-    with _client(fake_kubo, retries=2) as kubo, pytest.raises(KuboError) as info:
+    with _client(fake_kubo, retries=2) as kubo, pytest.raises(KuboUnreachable) as info:
         kubo.version()
-    assert info.value.status == 503
+    assert isinstance(info.value.cause, KuboError) and info.value.cause.status == 503
 
 
 def test_unreachable_node() -> None:
