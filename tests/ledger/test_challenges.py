@@ -206,3 +206,25 @@ def test_admin_only_and_bounds(ledger: LedgerClient) -> None:
     assert ledger.quorum() == 3
     ledger.set_bond(5)
     assert ledger.challenge_bond() == 5
+
+
+def test_eip712_domain_and_digest(ledger: LedgerClient) -> None:
+    from eth_account.messages import _hash_eip191_message, encode_typed_data
+
+    from pol_chain.ledger.client import _typed_data
+
+    fields, name, version, chain_id, contract, _salt, _ext = (
+        ledger.contract.functions.eip712Domain().call()
+    )
+    assert (name, version, chain_id, contract) == (
+        "ProofLedger",
+        "1",
+        ledger.chain_id,
+        ledger.address,
+    )
+    assert fields == b"\x0f"
+    message = encode_typed_data(
+        full_message=_typed_data(3, True, REPORT, "bafyr", ledger.chain_id, ledger.address)
+    )
+    on_chain = ledger.contract.functions.attestationDigest(3, True, REPORT, "bafyr").call()
+    assert on_chain == _hash_eip191_message(message)
