@@ -99,3 +99,30 @@ def test_reads_legacy_cidv0_dags(
     assert store.has(expected["root"])
     assert store.get_bytes(expected["root"]) == data
     assert store.size(expected["root"]) == size
+
+
+CAR_ORACLE = Path(__file__).with_name("ipfs_car_oracle.mjs")
+
+
+@pytest.mark.parametrize(("chunk", "width", "size"), CASES)
+def test_matches_ipfs_car_encoder_with_small_parameters(
+    oracle: str, tmp_path: Path, chunk: int, width: int, size: int
+) -> None:
+    """ipfs-car's own encoder (@ipld/unixfs), only chunk size and width changed."""
+    if not (node_modules_dir() / "ipfs-car").is_dir():
+        pytest.skip("ipfs-car not installed (run scripts/bootstrap.sh)")
+    src = tmp_path / "f.bin"
+    data = random.Random(size * 17 + width).randbytes(size)
+    src.write_bytes(data)
+    proc = subprocess.run(
+        [oracle, str(CAR_ORACLE), str(src), str(chunk), str(width)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    expected = json.loads(proc.stdout)
+    store = LocalStore(tmp_path / "s", chunk_size=chunk, width=width)
+    cid = store.put_file(src)
+    assert cid == expected["root"]
+    assert sorted(str(c) for c, _ in store.iter_dag(cid)) == sorted(set(expected["blocks"]))
