@@ -217,6 +217,9 @@ def train(
     finalize: Annotated[
         bool, typer.Option(help="Finalize the run (claim the model) when training ends.")
     ] = True,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run in --out from its last checkpoint.")
+    ] = False,
     account: AccountOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -232,6 +235,7 @@ def train(
         epochs=epochs,
         k=k,
         finalize=finalize,
+        resume=resume,
         account=account,
         json_out=json_out,
     )
