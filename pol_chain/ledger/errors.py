@@ -17,6 +17,7 @@ from eth_utils import keccak
 from pol_chain.errors import PolchainError
 
 __all__ = [
+    "AccessControlBadConfirmation",
     "AccessControlUnauthorized",
     "AlreadyAttested",
     "AnvilNotInstalled",
@@ -309,6 +310,11 @@ class WithdrawFailed(ContractRevert):
 )
 class AccessControlUnauthorized(ContractRevert):
     """The caller lacks the role (verifier or admin)."""
+
+
+@_revert("AccessControlBadConfirmation", "an account can only renounce its own roles")
+class AccessControlBadConfirmation(ContractRevert):
+    """``renounceRole`` called for another account."""
 
 
 def _role_name(role: bytes) -> str:

@@ -144,3 +144,12 @@ def test_node_gone_mid_session(tmp_path: Path) -> None:
         ledger.get_run(digest("x"))
     with pytest.raises(errors.RpcUnreachable):
         ledger.register_run(digest("spec"), "bafyspec")
+
+
+def test_every_contract_error_has_a_python_class() -> None:
+    from pol_chain.ledger.client import load_artifact
+    from pol_chain.ledger.errors import _REGISTRY
+
+    names = {e["name"] for e in load_artifact()["abi"] if e["type"] == "error"}
+    ours = {n for n in names if n.startswith(("ProofLedger", "AccessControl"))}
+    assert ours <= set(_REGISTRY), ours - set(_REGISTRY)
