@@ -81,11 +81,10 @@ def open_local_store(settings: Settings) -> LocalStore:
 
 
 def open_store(settings: Settings) -> ArtefactStore:
-    """The configured store: local, or local first with a queue to Kubo."""
-    local = open_local_store(settings)
-    if settings.store_backend == "local" or not settings.kubo_api:
-        return local
-    from pol_chain.store import KuboClient, ReplicatedStore
+    """The configured store: local, or local first with a persistent queue to Kubo."""
+    from pol_chain.store.replicated import open_store as open_configured
 
-    kubo = KuboClient(settings.kubo_api, auth=settings.kubo_auth or None)
-    return ReplicatedStore(local, kubo)
+    kubo = settings.kubo_api if settings.store_backend == "kubo" else ""
+    return open_configured(
+        settings.home / "store", kubo_api=kubo or None, kubo_auth=settings.kubo_auth or None
+    )
