@@ -58,6 +58,17 @@ def rpc_answers(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
+def _is_anvil(pid: int) -> bool:
+    """Whether ``pid`` runs anvil (True when this cannot be told, e.g. no /proc)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return True
+    return b"anvil" in cmdline
+
+
 class EmbeddedChain:
     """Start (or reuse) Anvil on ``host:port`` with state in ``<data>/chain/``.
 
@@ -171,6 +182,9 @@ class EmbeddedChain:
         """SIGTERM the Anvil this manager (or its pid file) started; True if one stopped."""
         pid = self._proc.pid if self._proc is not None else self._recorded_pid()
         if pid is None:
+            return False
+        if self._proc is None and not _is_anvil(pid):
+            self.pid_file.unlink(missing_ok=True)  # stale: the pid now names another program
             return False
         try:
             os.kill(pid, signal.SIGTERM)

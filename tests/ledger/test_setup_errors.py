@@ -153,3 +153,16 @@ def test_every_contract_error_has_a_python_class() -> None:
     names = {e["name"] for e in load_artifact()["abi"] if e["type"] == "error"}
     ours = {n for n in names if n.startswith(("ProofLedger", "AccessControl"))}
     assert ours <= set(_REGISTRY), ours - set(_REGISTRY)
+
+
+def test_stale_pid_file_never_kills_another_program(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        node = EmbeddedChain(tmp_path, port=free_port())
+        node.chain_dir.mkdir(parents=True)
+        node.pid_file.write_text(f"{sleeper.pid}\n")
+        assert node.stop() is False
+        assert sleeper.poll() is None and not node.pid_file.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
