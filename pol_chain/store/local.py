@@ -240,24 +240,34 @@ class LocalStore(ArtefactStore):
         """Whether the block file for ``cid`` exists (not re-hashed)."""
         return self._block_path(str(CID.parse(cid))).is_file()
 
-    def get_block(self, cid: str | CID) -> bytes:
-        """Return the verified bytes of one block."""
-        c = CID.parse(cid)
+    def _read_block(self, c: CID) -> bytes:
+        """Read one block file (unverified) with a single exact-size read."""
         key = str(c)
         try:
             fd = os.open(self._block_path(key), os.O_RDONLY)
         except FileNotFoundError:
             raise BlockNotFound(key) from None
-        try:  # one exact-size read: no buffering layer, no over-allocation
+        try:
             size = os.fstat(fd).st_size
             data = os.read(fd, size)
             while len(data) < size and (more := os.read(fd, size - len(data))):
                 data += more
         finally:
             os.close(fd)
-        if hashlib.sha256(data).digest() != c.digest:
-            raise IntegrityError(f"block {key}", c.digest.hex(), hashlib.sha256(data).hexdigest())
         return data
+
+    @staticmethod
+    def _checked(c: CID, data: bytes) -> bytes:
+        """Return ``data`` if it hashes to ``c``, else raise :class:`IntegrityError`."""
+        digest = hashlib.sha256(data).digest()
+        if digest != c.digest:
+            raise IntegrityError(f"block {c}", c.digest.hex(), digest.hex())
+        return data
+
+    def get_block(self, cid: str | CID) -> bytes:
+        """Return the verified bytes of one block."""
+        c = CID.parse(cid)
+        return self._checked(c, self._read_block(c))
 
     def _willneed(self, cid: CID) -> None:
         """Ask the kernel to start reading a block we will need soon (async readahead)."""
@@ -440,8 +450,10 @@ class LocalStore(ArtefactStore):
         try:
             for piece in self._pieces(root):
                 if isinstance(piece, CID):
+                    # read here, hash on the pool: buffers are allocated (and later freed)
+                    # by this thread, so they are recycled instead of page-faulted afresh
                     self._willneed(piece)
-                    window.append(pool.submit(self.get_block, piece))
+                    window.append(pool.submit(self._checked, piece, self._read_block(piece)))
                 else:
                     window.append(piece)
                 while len(window) > max_inflight:
