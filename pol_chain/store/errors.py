@@ -38,11 +38,13 @@ class BlockNotFound(StoreError, KeyError):
 class IntegrityError(StoreError):
     """Bytes do not match the CID (or the SHA-256) they were asked for; nothing is returned."""
 
-    def __init__(self, what: str, expected: str, actual: str) -> None:
+    def __init__(self, what: str, expected: str, actual: str, *, block: str | None = None) -> None:
         super().__init__(f"{what}: expected {expected}, got {actual}")
         self.what = what
         self.expected = expected
         self.actual = actual
+        self.block = block
+        """The CID of the damaged block, when one block on disk is the culprit."""
 
 
 class NotAFile(StoreError):

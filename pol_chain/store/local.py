@@ -261,7 +261,7 @@ class LocalStore(ArtefactStore):
         """Return ``data`` if it hashes to ``c``, else raise :class:`IntegrityError`."""
         digest = hashlib.sha256(data).digest()
         if digest != c.digest:
-            raise IntegrityError(f"block {c}", c.digest.hex(), digest.hex())
+            raise IntegrityError(f"block {c}", c.digest.hex(), digest.hex(), block=str(c))
         return data
 
     def get_block(self, cid: str | CID) -> bytes:
@@ -307,34 +307,55 @@ class LocalStore(ArtefactStore):
             yield c, data
             stack.extend(reversed(self._links(c, data)))
 
-    def _reachable(self, cid: CID, out: set[str], missing: list[str] | None = None) -> None:
-        """Add the keys of every block under ``cid`` to ``out`` (reads dag-pb nodes only)."""
+    def _reachable(
+        self,
+        cid: CID,
+        out: set[str],
+        missing: list[str] | None = None,
+        damaged: list[str] | None = None,
+    ) -> None:
+        """Add the keys of every block under ``cid`` to ``out``.
+
+        dag-pb nodes are read and verified (they are small) before their links are trusted;
+        leaves are only checked for existence. Without ``missing``/``damaged`` lists the
+        first absent or damaged block raises.
+        """
         stack = [cid]
         while stack:
             c = stack.pop()
             key = str(c)
             if key in out:
                 continue
-            path = self._block_path(key)
             if c.codec == DAG_PB:
                 try:
-                    data = path.read_bytes()
-                except FileNotFoundError:
+                    data = self.get_block(c)
+                except BlockNotFound:
                     if missing is None:
-                        raise BlockNotFound(key) from None
+                        raise
                     missing.append(key)
                     continue
+                except IntegrityError:
+                    if damaged is None:
+                        raise
+                    damaged.append(key)
+                    continue
                 out.add(key)
-                try:
-                    stack.extend(self._links(c, data))
-                except StoreError:
-                    continue  # damaged node: verify reports it
-            elif path.is_file():
+                stack.extend(self._links(c, data))
+            elif self._block_path(key).is_file():
                 out.add(key)
             elif missing is None:
                 raise BlockNotFound(key)
             else:
                 missing.append(key)
+
+    def discard_block(self, cid: str | CID) -> bool:
+        """Delete one block file (e.g. a damaged one, before re-fetching it)."""
+        with self._locked(exclusive=True):
+            try:
+                self._block_path(str(CID.parse(cid))).unlink()
+            except FileNotFoundError:
+                return False
+            return True
 
     def has(self, cid: str) -> bool:
         """Whether every block of the DAG under ``cid`` is present (not re-hashed)."""
@@ -567,8 +588,16 @@ class LocalStore(ArtefactStore):
         """Delete blocks not reachable from a pin, and stale temp files (exclusive lock)."""
         with self._locked(exclusive=True):
             keep: set[str] = set()
+            damaged: list[str] = []
             for key in self.pins():
-                self._reachable(CID.parse(key), keep, missing=[])
+                self._reachable(CID.parse(key), keep, missing=[], damaged=damaged)
+            if damaged:  # their children cannot be traced: collect nothing
+                raise IntegrityError(
+                    "gc refused: pinned DAG node(s) damaged (run verify(repair=True), restore)",
+                    "intact nodes",
+                    ", ".join(damaged),
+                    block=damaged[0],
+                )
             removed = freed = kept = 0
             for path in self._iter_block_files():
                 if path.name in keep:
@@ -606,7 +635,7 @@ class LocalStore(ArtefactStore):
                 damaged.append(path.name)
         missing: list[str] = []
         for key in self.pins():
-            self._reachable(CID.parse(key), set(), missing=missing)
+            self._reachable(CID.parse(key), set(), missing=missing, damaged=[])
         removed: list[str] = []
         if repair:
             with self._locked(exclusive=True):

@@ -13,16 +13,18 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from .base import ArtefactStore, Digest
 from .cid import CID
-from .errors import KuboError, KuboUnreachable, StoreError
+from .errors import IntegrityError, KuboError, KuboUnreachable, StoreError
 from .kubo import KuboClient
 from .local import LocalStore
+
+T = TypeVar("T")
 
 __all__ = ["DrainReport", "PushQueue", "QueueEntry", "ReplicatedStore", "open_store"]
 
@@ -177,10 +179,24 @@ class ReplicatedStore(ArtefactStore):
         if not self.local.has(cid):
             self.remote.fetch(self.local, cid)
 
-    def get_bytes(self, cid: str, *, expect_sha256: Digest | None = None) -> bytes:
-        """Verified content, from the local store or else from the node."""
+    def _healing(self, cid: str, read: Callable[[], T]) -> T:
+        """Run ``read``; if a local block is damaged, drop it, re-fetch the DAG, retry once."""
         self._ensure_local(cid)
-        return self.local.get_bytes(cid, expect_sha256=expect_sha256)
+        try:
+            return read()
+        except IntegrityError as exc:
+            if exc.block is None:
+                raise  # whole-content digest mismatch: the CID itself is not what was expected
+            self.local.discard_block(exc.block)
+            self.remote.fetch(self.local, cid)
+            return read()
+
+    def get_bytes(self, cid: str, *, expect_sha256: Digest | None = None) -> bytes:
+        """Verified content, from the local store or else from the node.
+
+        A damaged local block is dropped and the DAG fetched again (verified) from the node.
+        """
+        return self._healing(cid, lambda: self.local.get_bytes(cid, expect_sha256=expect_sha256))
 
     def get_file(
         self,
@@ -189,9 +205,10 @@ class ReplicatedStore(ArtefactStore):
         *,
         expect_sha256: Digest | None = None,
     ) -> Path:
-        """Write verified content to ``dest``, fetching from the node if needed."""
-        self._ensure_local(cid)
-        return self.local.get_file(cid, dest, expect_sha256=expect_sha256)
+        """Write verified content to ``dest``, fetching (or healing) from the node if needed."""
+        return self._healing(
+            cid, lambda: self.local.get_file(cid, dest, expect_sha256=expect_sha256)
+        )
 
     def has(self, cid: str) -> bool:
         """Whether the DAG is complete locally, or pinned on the node (if reachable)."""

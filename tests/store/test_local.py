@@ -225,3 +225,17 @@ def test_killed_put_leaves_store_consistent(tmp_path: Path, kill_after_blocks: i
     assert gc.removed_blocks >= kill_after_blocks
     assert list((root / "tmp").iterdir()) == []
     assert store.verify().ok and store.verify().checked == 3  # 2 leaves + root of `kept`
+
+
+def test_gc_refuses_when_a_pinned_node_is_damaged(store: LocalStore) -> None:
+    cid = store.put_bytes(_blob(3 * MIB))
+    path = store._block_path(cid)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01
+    path.write_bytes(bytes(raw))
+    before = store.verify().checked
+    with pytest.raises(IntegrityError) as info:
+        store.gc()
+    assert info.value.block == cid
+    assert store.verify().checked == before  # nothing was collected
+    assert store.verify().damaged == [cid]

@@ -97,3 +97,16 @@ def test_open_store(fake_kubo: FakeKubo, tmp_path: Path) -> None:
     assert cid in fake_kubo.pins
     rep.close()
     plain.close()
+
+
+def test_damaged_local_block_is_healed_from_remote(fake_kubo: FakeKubo, tmp_path: Path) -> None:
+    rs = ReplicatedStore(LocalStore(tmp_path / "s"), KuboClient(fake_kubo.url, backoff=0.01))
+    data = bytes(range(256)) * 8192  # 2 MiB
+    cid = rs.put_bytes(data)
+    assert cid in fake_kubo.pins
+    leaf = next(c for c, _ in rs.local.iter_dag(cid) if c.codec == 0x55)
+    path = rs.local._block_path(str(leaf))
+    path.write_bytes(b"\0" * path.stat().st_size)
+    assert rs.get_bytes(cid, expect_sha256=hashlib.sha256(data).digest()) == data
+    assert rs.local.verify().ok
+    rs.close()
