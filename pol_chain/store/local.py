@@ -455,7 +455,7 @@ class LocalStore(ArtefactStore):
         pool = self._executor()
         hasher = hashlib.sha256() if want is not None else None
         window: deque[Future[bytes] | bytes] = deque()
-        max_inflight = 4 * self._workers + 8
+        max_inflight = 2 * self._workers + 4
         held: bytes | None = None
 
         def emit(piece: bytes) -> Iterator[bytes]:
@@ -468,12 +468,22 @@ class LocalStore(ArtefactStore):
             else:
                 yield piece
 
-        try:
+        def lookahead() -> Iterator[CID | bytes]:
+            """The pieces, after asking the kernel to read the next few blocks ahead."""
+            ahead: deque[CID | bytes] = deque()
             for piece in self._pieces(root):
+                if isinstance(piece, CID):
+                    self._willneed(piece)
+                ahead.append(piece)
+                if len(ahead) > max_inflight:
+                    yield ahead.popleft()
+            yield from ahead
+
+        try:
+            for piece in lookahead():
                 if isinstance(piece, CID):
                     # read here, hash on the pool: buffers are allocated (and later freed)
                     # by this thread, so they are recycled instead of page-faulted afresh
-                    self._willneed(piece)
                     window.append(pool.submit(self._checked, piece, self._read_block(piece)))
                 else:
                     window.append(piece)
