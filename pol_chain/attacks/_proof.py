@@ -1,0 +1,285 @@
+"""Forger's toolkit shared by the adversaries: read and write proof directories.
+
+Everything here goes through the engine's public functions (the same serializer,
+leaf definition, data order and training step the honest recorder uses), so a forged
+proof is byte-for-byte in the format a verifier expects; only its *content* lies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pol_chain.commitment import ZERO32
+from pol_chain.commitment import leaf as make_leaf
+from pol_chain.proof.canonical import atomic_write, canonical_json, from_hex, sha256, to_hex
+from pol_chain.proof.engine import (
+    CHECKPOINT_FORMAT,
+    StepSampler,
+    capture_state,
+    model_tensors,
+    restore_state,
+    run_step,
+    step_seeds,
+)
+from pol_chain.proof.loop import build_bundle
+from pol_chain.proof.manifest import Manifest, checkpoint_name, segment_name
+from pol_chain.proof.recorder import MODEL_FILE, SEGMENT_FORMAT
+from pol_chain.proof.serialization import load_state_bytes, serialize_state, write_state
+from pol_chain.proof.spec import TaskSpec
+from pol_chain.proof.task import TaskBundle
+
+__all__ = [
+    "MODEL_FORMAT",
+    "AttackCost",
+    "ForgedProof",
+    "State",
+    "StepList",
+    "checkpoint_meta",
+    "honest_segment",
+    "load_checkpoint",
+    "load_model_file",
+    "param_names",
+    "read_manifest",
+    "run_order",
+    "write_proof",
+]
+
+State = dict[str, torch.Tensor]
+StepList = list[dict[str, Any]]
+MODEL_FORMAT = {"format": "polchain-model-v1"}
+
+
+@dataclass
+class AttackCost:
+    """What a forgery cost: optimizer steps (forward+backward passes) and wall time.
+
+    ``gradient_steps`` counts every forward/backward pass the adversary ran (a double
+    backprop counts as two); ``seconds`` is the forger's wall time. Divide by an honest
+    run's ``steps`` / ``seconds`` for the cost ratio.
+    """
+
+    gradient_steps: int = 0
+    seconds: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def ratio(self, honest_steps: int, honest_seconds: float) -> dict[str, float]:
+        """Return ``{"steps": …, "time": …}``: attacker cost ÷ honest training cost."""
+        return {
+            "steps": self.gradient_steps / max(1, honest_steps),
+            "time": self.seconds / max(1e-9, honest_seconds),
+        }
+
+
+@dataclass(frozen=True)
+class ForgedProof:
+    """A proof directory written by an adversary, bound to ``run_id``."""
+
+    proof_dir: Path
+    run_id: bytes
+    leaves: list[bytes]
+    model_digest: bytes | None
+    spec: TaskSpec
+    cost: AttackCost
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self, cost: AttackCost) -> None:
+        self.cost = cost
+
+    def __enter__(self) -> _Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cost.seconds += time.perf_counter() - self.start
+
+
+def read_manifest(proof_dir: Path | str) -> Manifest:
+    """Parse ``proof_dir/manifest.json`` (data only)."""
+    return Manifest.from_bytes((Path(proof_dir) / "manifest.json").read_bytes())
+
+
+def load_checkpoint(proof_dir: Path | str, index: int) -> tuple[State, dict[str, Any]]:
+    """Load checkpoint ``index`` of a proof directory (safetensors, data only)."""
+    data = (Path(proof_dir) / checkpoint_name(index)).read_bytes()
+    return load_state_bytes(data, f"checkpoint {index}")
+
+
+def load_model_file(path: Path | str) -> State:
+    """Load a model file (``model.safetensors``: parameters and buffers), data only."""
+    tensors, _ = load_state_bytes(Path(path).read_bytes(), str(path))
+    return tensors
+
+
+def param_names(bundle: TaskBundle) -> list[str]:
+    """Checkpoint names (``model.<name>``) of the model's trainable parameters, in order."""
+    return [f"model.{n}" for n, _ in bundle.model.named_parameters()]
+
+
+def run_order(spec: TaskSpec, run_seed: bytes, start: int, end: int) -> StepList:
+    """Segment entries (indices and per-step seeds) of steps ``start..end-1`` of a run."""
+    sampler = StepSampler(run_seed, spec.dataset.size, spec.batch_size, spec.epochs)
+    return [
+        {"indices": sampler.batch(t).tolist(), "seeds": step_seeds(run_seed, t), "step": t}
+        for t in range(start, end)
+    ]
+
+
+def checkpoint_meta(bundle: TaskBundle, step: int) -> dict[str, Any]:
+    """The metadata an honest checkpoint at ``step`` carries (lr per group from the spec's
+    schedule at that position)."""
+    _, meta = capture_state(bundle.model, bundle.optimizer, bundle.scheduler, 0)
+    lrs = list(meta["lr"])
+    sched = bundle.scheduler
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+        lrs = [b * fn(step) for b, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)]
+    return {"format": CHECKPOINT_FORMAT, "lr": lrs, "scheduler_position": step, "step": step}
+
+
+def honest_segment(
+    bundle: TaskBundle,
+    state: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    steps: Sequence[Mapping[str, Any]],
+    cost: AttackCost | None = None,
+) -> tuple[State, dict[str, Any]]:
+    """Run ``steps`` honestly from ``state`` with the engine's own step (what a replay of
+    that segment computes); return the end state and its metadata."""
+    # clone: the optimizer adopts the given tensors and updates them in place
+    private = {k: v.detach().clone() for k, v in state.items()}
+    step = restore_state(bundle.model, bundle.optimizer, bundle.scheduler, private, dict(meta), "forger")
+    for st in steps:
+        run_step(bundle, torch.tensor(st["indices"], dtype=torch.int64), st["seeds"])
+        step += 1
+    if cost is not None:
+        cost.gradient_steps += len(steps)
+    tensors, out_meta = capture_state(bundle.model, bundle.optimizer, bundle.scheduler, step)
+    return {k: v.detach().cpu() for k, v in tensors.items()}, out_meta
+
+
+def write_proof(
+    proof_dir: Path | str,
+    spec: TaskSpec,
+    run_id: bytes,
+    states: Sequence[tuple[Mapping[str, torch.Tensor], Mapping[str, Any]]],
+    segments: Sequence[StepList],
+    *,
+    final: bool = True,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> tuple[list[bytes], bytes | None]:
+    """Write a complete proof directory for ``run_id``: spec, checkpoints ``states``
+    (index 0 is W0), ``segments`` (``segments[i-1]`` leads to checkpoint i), leaves and
+    manifest, and the final model file when ``final``. Returns ``(leaves, model digest)``.
+    """
+    if len(segments) != len(states) - 1:
+        raise ValueError(f"{len(states)} checkpoints need {len(states) - 1} segments")
+    root = Path(proof_dir)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    atomic_write(root / "spec.json", spec.to_bytes())
+    manifest = Manifest.new(run_id, spec.digest, spec.k, spec.total_steps)
+    leaves: list[bytes] = []
+    for index, (tensors, meta) in enumerate(states):
+        step = int(meta["step"])
+        ck = write_state(root / checkpoint_name(index), dict(tensors), dict(meta))
+        seg_digest, seg_entry = ZERO32, None
+        if index > 0:
+            steps = segments[index - 1]
+            body = canonical_json(
+                {
+                    "end_step": step,
+                    "format": SEGMENT_FORMAT,
+                    "index": index,
+                    "start_step": step - len(steps),
+                    "steps": list(steps),
+                }
+            )
+            atomic_write(root / segment_name(index), body)
+            seg_digest = sha256(body)
+            seg_entry = {"file": segment_name(index), "sha256": to_hex(seg_digest)}
+        value = make_leaf(run_id, index, step, ck, seg_digest)
+        leaves.append(value)
+        manifest.entries.append(
+            {
+                "checkpoint": {"file": checkpoint_name(index), "sha256": to_hex(ck)},
+                "index": index,
+                "leaf": to_hex(value),
+                "segment": seg_entry,
+                "step": step,
+            }
+        )
+    digest: bytes | None = None
+    if final:
+        last_tensors, last_meta = states[-1]
+        digest = write_state(root / MODEL_FILE, model_tensors(last_tensors), MODEL_FORMAT)
+        manifest.data["final"] = {
+            "index": len(states) - 1,
+            "model": {"file": MODEL_FILE, "sha256": to_hex(digest)},
+            "step": int(last_meta["step"]),
+        }
+    for name, data in (extra_files or {}).items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, data)
+    manifest.write(root)
+    return leaves, digest
+
+
+def read_segments(proof_dir: Path | str) -> dict[int, StepList]:
+    """Every segment's step list of a proof directory (canonical JSON, data only)."""
+    root = Path(proof_dir)
+    out: dict[int, StepList] = {}
+    for entry in read_manifest(root).entries:
+        if entry["segment"] is not None:
+            seg = json.loads((root / entry["segment"]["file"]).read_bytes())
+            out[int(entry["index"])] = list(seg["steps"])
+    return out
+
+
+def interpolate(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], t: float) -> State:
+    """``(1-t)·a + t·b`` for floating tensors; integer tensors taken from ``b`` if ``t ≥ 1``
+    else from ``a``."""
+    out: State = {}
+    for k, va in a.items():
+        vb = b[k]
+        if va.is_floating_point():
+            out[k] = (va + (vb - va) * t).to(va.dtype)
+        else:
+            out[k] = (vb if t >= 1 else va).clone()
+    return out
+
+
+def model_state(tensors: Mapping[str, torch.Tensor]) -> State:
+    """Prefix a model file's tensors with ``model.`` (checkpoint naming)."""
+    return {f"model.{k}": v.clone() for k, v in tensors.items()}
+
+
+def fresh_bundle(spec: TaskSpec, run_seed: bytes) -> TaskBundle:
+    """The task built from ``spec`` with W0 from ``run_seed`` (the engine's builder)."""
+    return build_bundle(spec, run_seed)
+
+
+def model_digest(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """The model digest of model-file tensors (no ``model.`` prefix)."""
+    return sha256(serialize_state(dict(tensors), MODEL_FORMAT))
+
+
+def leaves_of(proof_dir: Path | str) -> list[bytes]:
+    """The manifest's leaves."""
+    return [from_hex(e["leaf"]) for e in read_manifest(proof_dir).entries]
+
+
+def iter_steps(segments: Iterable[StepList]) -> Iterable[dict[str, Any]]:
+    """Flatten segments into steps."""
+    for seg in segments:
+        yield from seg
