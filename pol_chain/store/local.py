@@ -147,6 +147,7 @@ class LocalStore(ArtefactStore):
                 "(cid TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', created REAL NOT NULL)"
             )
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._made_dirs: set[str] = set()
 
@@ -166,8 +167,9 @@ class LocalStore(ArtefactStore):
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
-            if self._pool is None:
+            if self._pool is None or self._pool_pid != os.getpid():  # none yet, or forked
                 self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="polstore")
+                self._pool_pid = os.getpid()
             return self._pool
 
     @contextlib.contextmanager

@@ -239,3 +239,20 @@ def test_gc_refuses_when_a_pinned_node_is_damaged(store: LocalStore) -> None:
     assert info.value.block == cid
     assert store.verify().checked == before  # nothing was collected
     assert store.verify().damaged == [cid]
+
+
+def test_usable_after_fork(store: LocalStore) -> None:
+    data = _blob(2 * MIB, 9)
+    cid = store.put_bytes(data)  # starts the worker pool in the parent
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the inherited store must not wait on the parent's dead threads
+        try:
+            os.write(w, hashlib.sha256(store.get_bytes(cid)).digest())
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 32)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == hashlib.sha256(data).digest()
