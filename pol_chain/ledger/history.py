@@ -4,22 +4,31 @@ The contract keeps O(1) words per run; the logs hold everything else (every leaf
 vote). :func:`run_history` and :func:`model_history` read them and rebuild runs, commits
 (with block timestamps), claims, challenges, attestations, resolutions and the owner,
 so a user can audit the chain without trusting any off-chain database.
+
+Both functions read through a :class:`LogSource`: the light
+:class:`~pol_chain.ledger.reader.LedgerReader` (raw JSON-RPC, no web3) is one; a
+:class:`~pol_chain.ledger.client.LedgerClient` is adapted to one. This module imports no
+web3 itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pol_chain.commitment import accumulator, to_bytes32
-from pol_chain.ledger.client import LedgerClient
 from pol_chain.ledger.types import ChallengeStatus, Owner, RunStatus, _Json
+
+if TYPE_CHECKING:
+    from pol_chain.ledger.client import LedgerClient
 
 __all__ = [
     "AttestationRecord",
     "ChallengeHistory",
     "CommitRecord",
     "HistoryEvent",
+    "LogSource",
     "ModelHistory",
     "RunHistory",
     "model_history",
@@ -127,20 +136,65 @@ class ModelHistory(_Json):
         return [merged[k] for k in sorted(merged)]
 
 
-class _Reader:
-    def __init__(self, client: LedgerClient, from_block: int | None) -> None:
+@runtime_checkable
+class LogSource(Protocol):
+    """What the history walk reads: decoded ``ProofLedger`` logs and block timestamps.
+
+    ``logs`` returns the ``name`` events whose indexed arguments equal ``filters``, from
+    ``from_block`` (None: ``deploy_block``), each a mapping shaped like web3.py's
+    ``EventData``: ``event``, ``args`` (checksummed addresses, ``bytes``, lists),
+    ``blockNumber``, ``logIndex``, ``transactionHash``.
+    """
+
+    deploy_block: int
+
+    def logs(
+        self, name: str, *, from_block: int | None = None, **filters: Any
+    ) -> Sequence[Mapping[str, Any]]: ...
+
+    def timestamp(self, block: int) -> int: ...
+
+
+class _ClientSource:
+    """A :class:`LogSource` over a web3-backed :class:`LedgerClient`."""
+
+    def __init__(self, client: LedgerClient) -> None:
         self.client = client
-        self.from_block = client.deploy_block if from_block is None else from_block
+        self.deploy_block = client.deploy_block
+
+    def logs(
+        self, name: str, *, from_block: int | None = None, **filters: Any
+    ) -> list[Mapping[str, Any]]:
+        event = getattr(self.client.contract.events, name)
+        start = self.deploy_block if from_block is None else from_block
+        found: list[Mapping[str, Any]] = list(
+            event.get_logs(from_block=start, argument_filters=filters or None)
+        )
+        return found
+
+    def timestamp(self, block: int) -> int:
+        return int(self.client.w3.eth.get_block(block)["timestamp"])
+
+
+def _source(ledger: LedgerClient | LogSource) -> LogSource:
+    return ledger if isinstance(ledger, LogSource) else _ClientSource(ledger)
+
+
+class _Reader:
+    """The walk's view of a source: a fixed start block, sorted logs, cached times."""
+
+    def __init__(self, ledger: LedgerClient | LogSource, from_block: int | None) -> None:
+        self.source = _source(ledger)
+        self.from_block = self.source.deploy_block if from_block is None else from_block
         self._times: dict[int, int] = {}
 
     def timestamp(self, block: int) -> int:
         if block not in self._times:
-            self._times[block] = int(self.client.w3.eth.get_block(block)["timestamp"])
+            self._times[block] = self.source.timestamp(block)
         return self._times[block]
 
     def logs(self, name: str, **filters: Any) -> list[Any]:
-        event = getattr(self.client.contract.events, name)
-        found = event.get_logs(from_block=self.from_block, argument_filters=filters or None)
+        found = self.source.logs(name, from_block=self.from_block, **filters)
         return sorted(found, key=lambda e: (e["blockNumber"], e["logIndex"]))
 
     def event(self, log: Any) -> HistoryEvent:
@@ -242,16 +296,20 @@ def _run(reader: _Reader, run_id: bytes) -> RunHistory:
 
 
 def run_history(
-    client: LedgerClient, run_id: bytes | str, from_block: int | None = None
+    client: LedgerClient | LogSource, run_id: bytes | str, from_block: int | None = None
 ) -> RunHistory:
-    """Rebuild run ``run_id`` from logs (from the deployment block unless given)."""
+    """Rebuild run ``run_id`` from logs (from the deployment block unless given).
+
+    ``client`` is a :class:`~pol_chain.ledger.client.LedgerClient` or any
+    :class:`LogSource` such as :class:`~pol_chain.ledger.reader.LedgerReader`."""
     return _run(_Reader(client, from_block), to_bytes32(run_id))
 
 
 def model_history(
-    client: LedgerClient, model_digest: bytes | str, from_block: int | None = None
+    client: LedgerClient | LogSource, model_digest: bytes | str, from_block: int | None = None
 ) -> ModelHistory:
-    """Rebuild every claim on ``model_digest`` and its owner from logs."""
+    """Rebuild every claim on ``model_digest`` and its owner from logs (``client`` as in
+    :func:`run_history`)."""
     reader = _Reader(client, from_block)
     digest = to_bytes32(model_digest)
     claims = [

@@ -1,0 +1,509 @@
+"""A read-only ``ProofLedger`` reader over raw JSON-RPC: no web3.py, no eth-account.
+
+``import web3`` alone costs about 1.4 s (eth_account → eth_keyfile → py_ecc), which is
+more than the whole budget of a read-only command such as ``polchain history``. This
+module talks JSON-RPC directly with :mod:`httpx` (batched where it helps), encodes and
+decodes with :mod:`eth_abi` from the committed ABI (``artifacts/ProofLedger.json``) and
+hashes topics with :mod:`eth_hash`. It imports in well under half a second.
+
+:class:`LedgerReader` provides what :mod:`pol_chain.ledger.history` needs
+(:meth:`~LedgerReader.logs`, :meth:`~LedgerReader.timestamp`,
+:attr:`~LedgerReader.deploy_block`) — logs are decoded into the same shape web3.py gives
+(``args`` with checksummed addresses, ``bytes`` and lists, ``blockNumber``, ``logIndex``,
+``transactionHash``) — plus the contract's views (:meth:`~LedgerReader.get_run`,
+:meth:`~LedgerReader.owner_of`, :meth:`~LedgerReader.claims_of`,
+:meth:`~LedgerReader.get_challenge` …) returning the same dataclasses as
+:class:`~pol_chain.ledger.client.LedgerClient`. :func:`open_reader` goes from
+:class:`~pol_chain.config.Settings` to a ready reader (starting the embedded Anvil when
+nothing answers), failing with the same named errors as the web3 path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_hash.auto import keccak
+from eth_utils import to_checksum_address
+
+from pol_chain.commitment import ZERO32, to_bytes32
+from pol_chain.ledger.errors import (
+    ContractNotDeployed,
+    PolchainLedgerError,
+    RpcUnreachable,
+    decode_revert,
+)
+from pol_chain.ledger.types import (
+    ChallengeInfo,
+    ChallengeStatus,
+    ClaimInfo,
+    Owner,
+    RunInfo,
+    RunStatus,
+)
+
+if TYPE_CHECKING:
+    from pol_chain.config import Settings
+
+__all__ = [
+    "LedgerReader",
+    "RpcError",
+    "abi",
+    "open_reader",
+    "recorded_deployment",
+    "resolve_rpc_url",
+]
+
+Bytes32 = bytes | str
+
+
+class RpcError(PolchainLedgerError):
+    """The node answered a JSON-RPC request with an error (not a contract revert)."""
+
+
+# --------------------------------------------------------------------------- ABI
+
+
+@cache
+def abi() -> list[dict[str, Any]]:
+    """The committed ``ProofLedger`` ABI (read once with :mod:`json`)."""
+    text = resources.files("pol_chain.ledger").joinpath("artifacts/ProofLedger.json").read_text()
+    loaded: list[dict[str, Any]] = json.loads(text)["abi"]
+    return loaded
+
+
+def _canonical(param: Mapping[str, Any]) -> str:
+    """The canonical ABI type of a parameter (tuples spelled out as ``(t1,t2)``)."""
+    kind = str(param["type"])
+    if kind.startswith("tuple"):
+        inner = ",".join(_canonical(c) for c in param["components"])
+        return f"({inner}){kind[len('tuple') :]}"
+    return kind
+
+
+class _Event:
+    """One event of the ABI: its topic0 and how to decode a raw log."""
+
+    def __init__(self, item: Mapping[str, Any]) -> None:
+        self.name: str = item["name"]
+        self.inputs: list[Mapping[str, Any]] = list(item["inputs"])
+        types = ",".join(_canonical(i) for i in self.inputs)
+        self.topic0: bytes = keccak(f"{self.name}({types})".encode())
+        self.indexed = [i for i in self.inputs if i["indexed"]]
+        self.data = [i for i in self.inputs if not i["indexed"]]
+        self.data_types = [_canonical(i) for i in self.data]
+
+    def topics(self, filters: Mapping[str, Any]) -> list[str | list[str] | None]:
+        """The ``topics`` filter of ``eth_getLogs`` for indexed-argument ``filters``."""
+        by_name = {str(i["name"]): _canonical(i) for i in self.indexed}
+        unknown = set(filters) - set(by_name)
+        if unknown:
+            raise ValueError(f"{self.name} has no indexed argument {sorted(unknown)}")
+        out: list[str | list[str] | None] = ["0x" + self.topic0.hex()]
+        for param in self.indexed:
+            name = str(param["name"])
+            if name not in filters or filters[name] is None:
+                out.append(None)
+                continue
+            value = filters[name]
+            values = value if isinstance(value, list | tuple) else [value]
+            words = ["0x" + abi_encode([by_name[name]], [_plain(v)]).hex() for v in values]
+            out.append(words[0] if len(words) == 1 else words)
+        while out and out[-1] is None:
+            out.pop()
+        return out
+
+    def decode(self, log: Mapping[str, Any]) -> dict[str, Any]:
+        """Decode a raw ``eth_getLogs`` entry into web3.py's shape."""
+        topics = [_unhex(t) for t in log["topics"][1:]]
+        args: dict[str, Any] = {}
+        for param, topic in zip(self.indexed, topics, strict=True):
+            (args[str(param["name"])],) = abi_decode([_canonical(param)], topic)
+        values = abi_decode(self.data_types, _unhex(log["data"]))
+        for param, value in zip(self.data, values, strict=True):
+            args[str(param["name"])] = value
+        ordered = {
+            str(i["name"]): _web3_value(_canonical(i), args[str(i["name"])]) for i in self.inputs
+        }
+        return {
+            "event": self.name,
+            "args": ordered,
+            "address": to_checksum_address(log["address"]),
+            "blockNumber": int(log["blockNumber"], 16),
+            "logIndex": int(log["logIndex"], 16),
+            "transactionIndex": int(log["transactionIndex"], 16),
+            "transactionHash": _unhex(log["transactionHash"]),
+            "blockHash": _unhex(log["blockHash"]),
+        }
+
+
+class _Function:
+    """One function of the ABI: selector, argument and result types."""
+
+    def __init__(self, item: Mapping[str, Any]) -> None:
+        self.name: str = item["name"]
+        self.input_types = [_canonical(i) for i in item["inputs"]]
+        self.output_types = [_canonical(o) for o in item["outputs"]]
+        signature = f"{self.name}({','.join(self.input_types)})"
+        self.selector: bytes = keccak(signature.encode())[:4]
+
+    def encode(self, args: Sequence[Any]) -> bytes:
+        return self.selector + abi_encode(self.input_types, [_plain(a) for a in args])
+
+    def decode(self, data: bytes) -> tuple[Any, ...]:
+        return tuple(
+            _web3_value(t, v)
+            for t, v in zip(self.output_types, abi_decode(self.output_types, data), strict=True)
+        )
+
+
+@cache
+def _events() -> dict[str, _Event]:
+    return {i["name"]: _Event(i) for i in abi() if i.get("type") == "event"}
+
+
+@cache
+def _functions() -> dict[str, _Function]:
+    return {i["name"]: _Function(i) for i in abi() if i.get("type") == "function"}
+
+
+def _unhex(text: str) -> bytes:
+    return bytes.fromhex(text[2:] if text.startswith(("0x", "0X")) else text)
+
+
+def _plain(value: Any) -> Any:
+    """Arguments as eth_abi wants them (``bytes`` subclasses as plain bytes)."""
+    return bytes(value) if isinstance(value, bytes | bytearray) else value
+
+
+def _web3_value(abi_type: str, value: Any) -> Any:
+    """eth_abi's output normalised as web3.py returns it: checksummed addresses, lists."""
+    if isinstance(value, tuple):
+        if abi_type.endswith("]"):
+            inner = abi_type[: abi_type.rindex("[")]
+            return [_web3_value(inner, v) for v in value]
+        if abi_type.startswith("("):
+            parts = _split_tuple(abi_type)
+            return tuple(_web3_value(t, v) for t, v in zip(parts, value, strict=True))
+    if abi_type == "address" and isinstance(value, str):
+        return to_checksum_address(value)
+    return value
+
+
+def _split_tuple(abi_type: str) -> list[str]:
+    """``"(a,(b,c)[],d)"`` → ``["a", "(b,c)[]", "d"]``."""
+    body, parts, depth, start = abi_type[1:-1], [], 0, 0
+    for pos, char in enumerate(body):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(body[start:pos])
+            start = pos + 1
+    parts.append(body[start:])
+    return parts
+
+
+# ------------------------------------------------------------------------ reader
+
+
+class LedgerReader:
+    """Read the ``ProofLedger`` at ``address`` through the JSON-RPC endpoint ``rpc_url``.
+
+    Read-only and light: one keep-alive HTTP connection, batched requests for block
+    timestamps, logs decoded from the committed ABI. ``deploy_block`` is where log
+    queries start by default. With ``check_code`` the constructor asks the node for the
+    chain id and the contract's code in one batch and raises
+    :class:`~pol_chain.ledger.errors.ContractNotDeployed` when there is none.
+    """
+
+    def __init__(
+        self,
+        rpc_url: str,
+        address: str,
+        *,
+        deploy_block: int = 0,
+        timeout: float = 10.0,
+        check_code: bool = True,
+    ) -> None:
+        self.url = rpc_url
+        self.address: str = to_checksum_address(address)
+        self.deploy_block = deploy_block
+        self.abi = abi()
+        self._http = httpx.Client(timeout=timeout)
+        self._times: dict[int, int] = {}
+        self._chain_id: int | None = None
+        if check_code:
+            try:
+                self.check_code()
+            except BaseException:
+                self.close()
+                raise
+
+    def check_code(self) -> None:
+        """Raise ContractNotDeployed unless the ledger's address holds code (one batch
+        with the chain id, RpcUnreachable when nothing answers)."""
+        chain_hex, code = self.batch(
+            [("eth_chainId", []), ("eth_getCode", [self.address, "latest"])]
+        )
+        self._chain_id = int(chain_hex, 16)
+        if not _unhex(code):
+            raise ContractNotDeployed(self._chain_id, self.address)
+
+    # ------------------------------------------------------------ transport
+
+    def close(self) -> None:
+        """Close the HTTP connection."""
+        self._http.close()
+
+    def __enter__(self) -> LedgerReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _post(self, payload: Any) -> Any:
+        try:
+            reply = self._http.post(self.url, json=payload)
+            reply.raise_for_status()
+            return reply.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise RpcUnreachable(self.url, type(exc).__name__) from exc
+
+    def _result(self, answer: Mapping[str, Any], method: str) -> Any:
+        error = answer.get("error")
+        if error is None:
+            return answer.get("result")
+        data = error.get("data") if isinstance(error, Mapping) else None
+        if isinstance(data, Mapping):  # some nodes nest it: {"data": {"data": "0x…"}}
+            data = data.get("data")
+        if method == "eth_call" and isinstance(data, str) and len(_unhex(data)) >= 4:
+            raise decode_revert(self.abi, data)
+        message = error.get("message", error) if isinstance(error, Mapping) else error
+        raise RpcError(f"{method} failed at {self.url}: {message}")
+
+    def request(self, method: str, params: Sequence[Any] = ()) -> Any:
+        """One JSON-RPC call; its ``result`` (named errors for reverts and failures)."""
+        answer = self._post({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+        return self._result(answer, method)
+
+    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Several JSON-RPC calls in one HTTP request; their results in order."""
+        if not calls:
+            return []
+        if len(calls) == 1:
+            return [self.request(*calls[0])]
+        payload = [
+            {"jsonrpc": "2.0", "id": n, "method": method, "params": list(params)}
+            for n, (method, params) in enumerate(calls)
+        ]
+        answers = self._post(payload)
+        if not isinstance(answers, list):  # a node without batch support
+            return [self.request(method, params) for method, params in calls]
+        by_id = {a.get("id"): a for a in answers if isinstance(a, Mapping)}
+        return [self._result(by_id.get(n, {}), calls[n][0]) for n in range(len(calls))]
+
+    # ---------------------------------------------------------------- chain
+
+    @property
+    def chain_id(self) -> int:
+        """The chain id (asked once)."""
+        if self._chain_id is None:
+            self._chain_id = int(self.request("eth_chainId"), 16)
+        return self._chain_id
+
+    def block_number(self) -> int:
+        """The latest block number."""
+        return int(self.request("eth_blockNumber"), 16)
+
+    def timestamps(self, blocks: Iterable[int]) -> dict[int, int]:
+        """Timestamps of ``blocks``; the uncached ones are fetched in one batch."""
+        wanted = sorted(set(blocks))
+        missing = [b for b in wanted if b not in self._times]
+        found = self.batch([("eth_getBlockByNumber", [hex(b), False]) for b in missing])
+        for number, block in zip(missing, found, strict=True):
+            if block is None:
+                raise RpcError(f"block {number} is unknown to {self.url}")
+            self._times[number] = int(block["timestamp"], 16)
+        return {b: self._times[b] for b in wanted}
+
+    def timestamp(self, block: int) -> int:
+        """The timestamp of ``block`` (cached)."""
+        if block not in self._times:
+            self.timestamps([block])
+        return self._times[block]
+
+    # ----------------------------------------------------------------- logs
+
+    def logs(
+        self, name: str, *, from_block: int | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Every ``name`` event of the ledger (indexed arguments equal to ``filters``; a
+        list means any of), decoded, in chain order. Their block timestamps are fetched
+        in the same go (one batch) so :meth:`timestamp` answers from the cache."""
+        event = _events()[name]
+        start = self.deploy_block if from_block is None else from_block
+        params = {
+            "address": self.address,
+            "fromBlock": hex(start),
+            "toBlock": "latest",
+            "topics": event.topics(filters),
+        }
+        raw = self.request("eth_getLogs", [params])
+        found = [event.decode(log) for log in raw if not log.get("removed")]
+        found.sort(key=lambda e: (e["blockNumber"], e["logIndex"]))
+        self.timestamps(e["blockNumber"] for e in found)
+        return found
+
+    # ---------------------------------------------------------------- views
+
+    def call(self, function: str, *args: Any, block: str | int = "latest") -> tuple[Any, ...]:
+        """``eth_call`` a view of the ledger; its decoded outputs (a revert raises the
+        named :class:`~pol_chain.ledger.errors.ContractRevert`)."""
+        fn = _functions()[function]
+        tag = block if isinstance(block, str) else hex(block)
+        data = self.request(
+            "eth_call", [{"to": self.address, "data": "0x" + fn.encode(args).hex()}, tag]
+        )
+        return fn.decode(_unhex(data))
+
+    def get_run(self, run_id: Bytes32) -> RunInfo:
+        """The run ``run_id`` (UnknownRun when absent)."""
+        rid = to_bytes32(run_id)
+        (r,) = self.call("getRun", rid)
+        model = bytes(r[6])
+        return RunInfo(
+            run_id=rid,
+            trainer=r[0],
+            spec_digest=bytes(r[1]),
+            registered_at=r[2],
+            status=RunStatus(r[3]),
+            committed_count=r[4],
+            accumulator=bytes(r[5]),
+            model_digest=model if model != ZERO32 else None,
+            finalized_at=r[7] or None,
+        )
+
+    def claims_of(self, model_digest: Bytes32) -> list[ClaimInfo]:
+        """Every claim on ``model_digest`` in finalization order."""
+        (rows,) = self.call("claimsOf", to_bytes32(model_digest))
+        return [ClaimInfo(bytes(r[0]), r[1], r[2], RunStatus(r[3])) for r in rows]
+
+    def owner_of(self, model_digest: Bytes32) -> Owner | None:
+        """The earliest-finalized non-refuted claim on ``model_digest``; None if none."""
+        trainer, rid = self.call("ownerOf", to_bytes32(model_digest))
+        if int(trainer, 16) == 0:
+            return None
+        return Owner(trainer, bytes(rid))
+
+    def get_challenge(self, challenge_id: int) -> ChallengeInfo:
+        """The challenge ``challenge_id`` (UnknownChallenge when absent)."""
+        (c,) = self.call("getChallenge", challenge_id)
+        seed = bytes(c[5])
+        return ChallengeInfo(
+            challenge_id=challenge_id,
+            run_id=bytes(c[0]),
+            challenger=c[1],
+            bond=c[2],
+            opened_at_block=c[3],
+            reveal_block=c[4],
+            seed=seed if seed != ZERO32 else None,
+            quorum=c[6],
+            pass_votes=c[7],
+            fail_votes=c[8],
+            status=ChallengeStatus(c[9]),
+        )
+
+    def challenges_of(self, run_id: Bytes32) -> list[int]:
+        """Ids of every challenge against ``run_id``, oldest first."""
+        (ids,) = self.call("challengesOf", to_bytes32(run_id))
+        return list(ids)
+
+    def committed_count(self, run_id: Bytes32) -> int:
+        """How many checkpoints ``run_id`` has committed."""
+        (count,) = self.call("committedCount", to_bytes32(run_id))
+        return int(count)
+
+    def accumulator_of(self, run_id: Bytes32) -> bytes:
+        """The on-chain accumulator of ``run_id``."""
+        (acc,) = self.call("accumulatorOf", to_bytes32(run_id))
+        return bytes(acc)
+
+    def quorum(self) -> int:
+        """Votes needed to resolve challenges opened now."""
+        (q,) = self.call("quorum")
+        return int(q)
+
+    def challenge_bond(self) -> int:
+        """The challenge bond in wei."""
+        (b,) = self.call("challengeBond")
+        return int(b)
+
+
+# ---------------------------------------------------------------------- settings
+
+
+def recorded_deployment(home: str | Path, chain_id: int) -> tuple[str, int] | None:
+    """``(address, block)`` recorded for ``chain_id`` in ``<home>/deployments.json``.
+
+    Reads the file :class:`~pol_chain.ledger.deployments.Deployments` writes, without
+    importing that module (it pulls web3)."""
+    path = Path(home) / "deployments.json"
+    if not path.exists():
+        return None
+    try:
+        rows = json.loads(path.read_text())
+    except ValueError as exc:
+        raise PolchainLedgerError(f"{path} is not valid JSON: {exc}") from exc
+    row = rows.get(str(chain_id)) if isinstance(rows, dict) else None
+    if not isinstance(row, dict) or "address" not in row:
+        return None
+    return str(row["address"]), int(str(row.get("block", 0)))
+
+
+def resolve_rpc_url(settings: Settings) -> str:
+    """``settings.rpc_url``, or the embedded Anvil's URL (started when nothing answers)."""
+    if settings.rpc_url:
+        return settings.rpc_url
+    from pol_chain.ledger.anvil import EmbeddedChain
+
+    return EmbeddedChain(settings.home, port=settings.anvil_port).start()
+
+
+def open_reader(settings: Settings, *, timeout: float = 10.0) -> LedgerReader:
+    """A reader of the configured ledger: ``settings.contract_address``, else the one
+    recorded for the chain in ``<home>/deployments.json``.
+
+    Raises RpcUnreachable, AnvilNotInstalled / AnvilStartFailed (embedded chain) and
+    ContractNotDeployed (nothing recorded, or no code at the address). Unlike
+    :func:`~pol_chain.compose.context.open_client` it never deploys.
+    """
+    url = resolve_rpc_url(settings)
+    if settings.contract_address:
+        return LedgerReader(url, settings.contract_address, timeout=timeout)
+    reader = LedgerReader(url, "0x" + "00" * 20, timeout=timeout, check_code=False)
+    try:
+        recorded = recorded_deployment(settings.home, reader.chain_id)
+        if recorded is None:
+            raise ContractNotDeployed(reader.chain_id, None)
+        reader.address = to_checksum_address(recorded[0])
+        reader.deploy_block = recorded[1]
+        reader.check_code()
+    except BaseException:
+        reader.close()
+        raise
+    return reader
