@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import subprocess
 from pathlib import Path
@@ -48,6 +49,13 @@ def test_same_root_and_blocks_as_ipfs_car(
     assert cid == expected_root
     ours = sorted(str(c) for c, _ in store.iter_dag(cid))
     assert ours == _blocks(ipfs_car, car)
+    # our CAR differs from theirs only in block order: same header bytes, same sections
+    mine = io.BytesIO()
+    store.export_car(cid, mine)
+    theirs = car.read_bytes()
+    header_len = theirs[0] + 1  # one-byte varint for a single-root header
+    assert mine.getvalue()[:header_len] == theirs[:header_len]
+    assert len(mine.getvalue()) == len(theirs)
     # and their CAR imports into our store (into a fresh one: every block re-checked)
     other = LocalStore(tmp_path / "other")
     assert other.import_car(car) == [cid]
