@@ -43,11 +43,18 @@ __all__ = [
     "State",
     "StepList",
     "checkpoint_meta",
+    "fresh_bundle",
     "honest_segment",
+    "interpolate",
+    "iter_steps",
+    "leaves_of",
     "load_checkpoint",
     "load_model_file",
+    "model_digest",
+    "model_state",
     "param_names",
     "read_manifest",
+    "read_segments",
     "run_order",
     "write_proof",
 ]
@@ -156,7 +163,9 @@ def honest_segment(
     that segment computes); return the end state and its metadata."""
     # clone: the optimizer adopts the given tensors and updates them in place
     private = {k: v.detach().clone() for k, v in state.items()}
-    step = restore_state(bundle.model, bundle.optimizer, bundle.scheduler, private, dict(meta), "forger")
+    step = restore_state(
+        bundle.model, bundle.optimizer, bundle.scheduler, private, dict(meta), "forger"
+    )
     for st in steps:
         run_step(bundle, torch.tensor(st["indices"], dtype=torch.int64), st["seeds"])
         step += 1

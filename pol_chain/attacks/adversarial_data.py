@@ -137,7 +137,9 @@ def forge_adversarial_data_proof(
         segments.append(steps)
         if i in steered:
             private = {k: v.clone() for k, v in cur.items()}
-            step = restore_state(bundle.model, bundle.optimizer, bundle.scheduler, private, meta, "forger")
+            step = restore_state(
+                bundle.model, bundle.optimizer, bundle.scheduler, private, meta, "forger"
+            )
             for st in steps:
                 idx = torch.tensor(st["indices"], dtype=torch.int64)
                 direction = [

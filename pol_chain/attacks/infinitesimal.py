@@ -36,7 +36,7 @@ from pol_chain.attacks._proof import (
 from pol_chain.attacks.interpolation import segment_bounds
 from pol_chain.proof.spec import TaskSpec
 
-__all__ = ["forge_infinitesimal_proof", "infinitesimal_spec"]
+__all__ = ["forge_infinitesimal_proof", "infinitesimal_proof_spec", "infinitesimal_spec"]
 
 
 def infinitesimal_spec(
@@ -50,6 +50,21 @@ def infinitesimal_spec(
     else:
         new_lr = float(lr if lr is not None else 0.1) * lr_factor
     return spec.replace(config={"epochs": spec.epochs * epochs_factor, "k": k, "lr": new_lr})
+
+
+def infinitesimal_proof_spec(
+    spec: TaskSpec,
+    claim: Literal["spec", "checkpoint"] = "spec",
+    *,
+    lr_factor: float = 1e-6,
+    k: int = 1,
+    epochs_factor: int = 2,
+) -> TaskSpec:
+    """The spec the forged proof carries (register the run with its digest)."""
+    tiny = infinitesimal_spec(spec, lr_factor, k, epochs_factor)
+    if claim == "spec":
+        return tiny
+    return spec.replace(config={"epochs": tiny.epochs, "k": k})
 
 
 def forge_infinitesimal_proof(
@@ -78,8 +93,9 @@ def forge_infinitesimal_proof(
     )
     target = model_state(target_model)
     tiny = infinitesimal_spec(spec, lr_factor, k, epochs_factor)
-    longer = {"epochs": tiny.epochs, "k": k}
-    proof_spec = tiny if claim == "spec" else spec.replace(config=longer)
+    proof_spec = infinitesimal_proof_spec(
+        spec, claim, lr_factor=lr_factor, k=k, epochs_factor=epochs_factor
+    )
     bundle = fresh_bundle(tiny, run_seed)  # W0: the run seed's own init
     w0: State = {f"model.{n}": v.detach().clone() for n, v in bundle.model.state_dict().items()}
     params = [f"model.{n}" for n, _ in bundle.model.named_parameters()]

@@ -174,9 +174,7 @@ def forge_interpolated_proof(
                     nxt[key] = value.clone() if interp_left == 0 else cur[key] + (end - start)
             lr = _steps_lrs(spec, bundle, start, end)
             for key in param_keys:  # velocity that would carry the jump at this lr
-                nxt[f"optim.{pids[key]}.momentum_buffer"] = (cur[key] - nxt[key]) / (
-                    sum(lr) or 1.0
-                )
+                nxt[f"optim.{pids[key]}.momentum_buffer"] = (cur[key] - nxt[key]) / (sum(lr) or 1.0)
             cur, meta = nxt, checkpoint_meta(bundle, end)
         states.append((dict(cur), dict(meta)))
     leaves, digest = write_proof(out, spec, run_id, states, segments)
@@ -185,4 +183,3 @@ def forge_interpolated_proof(
     return ForgedProof(
         Path(out), run_id, leaves, digest, spec, cost, {"honest_segments": sorted(honest)}
     )
-

@@ -141,7 +141,9 @@ def init_layers(bundle: TaskBundle) -> list[str]:
     """Names (no ``model.`` prefix) of the Conv/Linear weights and biases the KS test checks."""
     names: list[str] = []
     for mod_name, module in bundle.model.named_modules():
-        if isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d | torch.nn.Linear):
+        if isinstance(
+            module, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d | torch.nn.Linear
+        ):
             for pname, _ in module.named_parameters(recurse=False):
                 names.append(f"{mod_name}.{pname}" if mod_name else pname)
     return names
@@ -155,7 +157,9 @@ def ks_init_test(
     """The reference init test: per-layer two-sample KS of ``w0`` (model tensors, no
     prefix) against a fresh init of the spec's task; pass iff min p ≥ ``ks_alpha``."""
     config = config or ReferenceConfig()
-    fresh = build_bundle(spec, sha256(b"reference-ks-fresh-init" + config.ks_seed.to_bytes(8, "big")))
+    fresh = build_bundle(
+        spec, sha256(b"reference-ks-fresh-init" + config.ks_seed.to_bytes(8, "big"))
+    )
     reference = fresh.model.state_dict()
     p_values: dict[str, float] = {}
     for name in init_layers(fresh):
@@ -270,7 +274,12 @@ def reference_verify(
                 bundle.train_x, bundle.train_y = dataset[0], dataset[1]
             private = {k: v.clone() for k, v in start.items()}  # the optimizer adopts them
             step = restore_state(
-                bundle.model, bundle.optimizer, bundle.scheduler, private, meta, f"checkpoint {i - 1}"
+                bundle.model,
+                bundle.optimizer,
+                bundle.scheduler,
+                private,
+                meta,
+                f"checkpoint {i - 1}",
             )
             used = _apply_checkpoint_hyperparameters(bundle, meta, step)
             for st in steps:

@@ -1,0 +1,96 @@
+"""Tampering after commitment: edit a checkpoint or a segment's data order, then either
+leave the manifest alone or re-derive every digest and leaf (a forger's best effort).
+
+Either way the committed leaves on chain do not change, so the verifier's integrity
+check fails: ``artefact_digest`` (the file no longer hashes to the manifest's digest) or
+``leaf_mismatch`` / ``accumulator_mismatch`` (the re-derived leaves do not fold to the
+on-chain accumulator). :func:`recommit_manifest` is also what :func:`rebind_proof` uses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from pol_chain.attacks._proof import MODEL_FORMAT, load_checkpoint, read_manifest
+from pol_chain.commitment import ZERO32
+from pol_chain.commitment import leaf as make_leaf
+from pol_chain.proof.canonical import canonical_json, from_hex, sha256, to_hex
+from pol_chain.proof.engine import model_tensors
+from pol_chain.proof.errors import MalformedArtefactError
+from pol_chain.proof.manifest import checkpoint_name, segment_name
+from pol_chain.proof.serialization import load_state_bytes, serialize_state
+
+__all__ = ["recommit_manifest", "tamper_checkpoint", "tamper_data_order"]
+
+
+def recommit_manifest(proof_dir: Path | str, run_id: bytes | None = None) -> list[bytes]:
+    """Recompute every digest and leaf of ``proof_dir`` (for ``run_id``, default: the
+    manifest's own), and the final model file from the last checkpoint when it parses.
+    Returns the new leaves (what the forger would commit for a run of its own)."""
+    root = Path(proof_dir)
+    man = read_manifest(root)
+    rid = man.run_id if run_id is None else bytes(run_id)
+    man.data["run_id"] = to_hex(rid)
+    man.data["spec_sha256"] = to_hex(sha256((root / "spec.json").read_bytes()))
+    for entry in man.entries:
+        ck = sha256((root / entry["checkpoint"]["file"]).read_bytes())
+        entry["checkpoint"]["sha256"] = to_hex(ck)
+        seg = ZERO32
+        if entry["segment"]:
+            seg = sha256((root / entry["segment"]["file"]).read_bytes())
+            entry["segment"]["sha256"] = to_hex(seg)
+        entry["leaf"] = to_hex(make_leaf(rid, entry["index"], entry["step"], ck, seg))
+    if man.final is not None:
+        last = (root / man.entries[-1]["checkpoint"]["file"]).read_bytes()
+        try:
+            tensors, _ = load_state_bytes(last, "last checkpoint")
+        except MalformedArtefactError:
+            pass  # a planted payload: keep the old model entry
+        else:
+            body = serialize_state(model_tensors(tensors), MODEL_FORMAT)
+            (root / man.final["model"]["file"]).write_bytes(body)
+            man.final["model"]["sha256"] = to_hex(sha256(body))
+    man.write(root)
+    return [from_hex(e["leaf"]) for e in man.entries]
+
+
+def tamper_checkpoint(
+    proof_dir: Path | str,
+    index: int,
+    *,
+    scale: float = 0.05,
+    seed: int = 0,
+    recommit: bool = True,
+) -> None:
+    """Add a random parameter change of L2 norm ``scale`` to checkpoint ``index`` (e.g. a
+    backdoor nudge), rewrite it, and (``recommit``) re-derive the manifest."""
+    root = Path(proof_dir)
+    tensors, meta = load_checkpoint(root, index)
+    keys = [k for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point()]
+    gen = torch.Generator().manual_seed(seed)
+    noise = {k: torch.randn(tensors[k].shape, generator=gen) for k in keys}
+    norm = float(torch.cat([v.reshape(-1) for v in noise.values()]).norm())
+    for k in keys:
+        tensors[k] = tensors[k] + noise[k] * (scale / norm)
+    (root / checkpoint_name(index)).write_bytes(serialize_state(tensors, meta))
+    if recommit:
+        recommit_manifest(root)
+
+
+def tamper_data_order(
+    proof_dir: Path | str, index: int, *, swap: tuple[int, int] = (0, 1), recommit: bool = True
+) -> None:
+    """Swap the batches of two steps of segment ``index`` and (``recommit``) re-derive
+    the manifest."""
+    root = Path(proof_dir)
+    path = root / segment_name(index)
+    seg = json.loads(path.read_bytes())
+    a, b = swap
+    steps = seg["steps"]
+    steps[a]["indices"], steps[b]["indices"] = steps[b]["indices"], steps[a]["indices"]
+    path.write_bytes(canonical_json(seg))
+    if recommit:
+        recommit_manifest(root)
