@@ -58,8 +58,8 @@ __all__ = [
     "RpcError",
     "abi",
     "open_reader",
+    "embedded_url",
     "recorded_deployment",
-    "resolve_rpc_url",
 ]
 
 Bytes32 = bytes | str
@@ -239,7 +239,9 @@ class LedgerReader:
         self.address: str = to_checksum_address(address)
         self.deploy_block = deploy_block
         self.abi = abi()
-        self._http = httpx.Client(timeout=timeout)
+        # certificates are loaded only for https: building the default TLS context costs
+        # ~0.1 s, a third of this module's budget, for nothing on a plain-http node
+        self._http = httpx.Client(timeout=timeout, verify=rpc_url.startswith("https:"))
         self._times: dict[int, int] = {}
         self._chain_id: int | None = None
         if check_code:
@@ -475,33 +477,41 @@ def recorded_deployment(home: str | Path, chain_id: int) -> tuple[str, int] | No
     return str(row["address"]), int(str(row.get("block", 0)))
 
 
-def resolve_rpc_url(settings: Settings) -> str:
-    """``settings.rpc_url``, or the embedded Anvil's URL (started when nothing answers)."""
-    if settings.rpc_url:
-        return settings.rpc_url
-    from pol_chain.ledger.anvil import EmbeddedChain
-
-    return EmbeddedChain(settings.home, port=settings.anvil_port).start()
+def embedded_url(port: int) -> str:
+    """The JSON-RPC URL of the embedded Anvil on ``port`` (as
+    :attr:`~pol_chain.ledger.anvil.EmbeddedChain.url` spells it)."""
+    return f"http://127.0.0.1:{port}"
 
 
 def open_reader(settings: Settings, *, timeout: float = 10.0) -> LedgerReader:
     """A reader of the configured ledger: ``settings.contract_address``, else the one
     recorded for the chain in ``<home>/deployments.json``.
 
+    The node is ``settings.rpc_url``, else the embedded Anvil on ``settings.anvil_port``,
+    started (:class:`~pol_chain.ledger.anvil.EmbeddedChain`) only when nothing answers.
     Raises RpcUnreachable, AnvilNotInstalled / AnvilStartFailed (embedded chain) and
     ContractNotDeployed (nothing recorded, or no code at the address). Unlike
     :func:`~pol_chain.compose.context.open_client` it never deploys.
     """
-    url = resolve_rpc_url(settings)
-    if settings.contract_address:
-        return LedgerReader(url, settings.contract_address, timeout=timeout)
-    reader = LedgerReader(url, "0x" + "00" * 20, timeout=timeout, check_code=False)
+    url = settings.rpc_url or embedded_url(settings.anvil_port)
+    address = settings.contract_address or "0x" + "00" * 20
+    reader = LedgerReader(url, address, timeout=timeout, check_code=False)
     try:
-        recorded = recorded_deployment(settings.home, reader.chain_id)
-        if recorded is None:
-            raise ContractNotDeployed(reader.chain_id, None)
-        reader.address = to_checksum_address(recorded[0])
-        reader.deploy_block = recorded[1]
+        try:
+            chain_id = reader.chain_id
+        except RpcUnreachable:
+            if settings.rpc_url:
+                raise
+            from pol_chain.ledger.anvil import EmbeddedChain
+
+            EmbeddedChain(settings.home, port=settings.anvil_port).start()
+            chain_id = reader.chain_id
+        if not settings.contract_address:
+            recorded = recorded_deployment(settings.home, chain_id)
+            if recorded is None:
+                raise ContractNotDeployed(chain_id, None)
+            reader.address = to_checksum_address(recorded[0])
+            reader.deploy_block = recorded[1]
         reader.check_code()
     except BaseException:
         reader.close()
