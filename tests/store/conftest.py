@@ -188,8 +188,8 @@ class FakeKubo:
             c = CID.parse(arg)
             if not self._complete(c):
                 raise KeyError(f"block was not found locally (offline): ipld: could not find {arg}")
-            out = self.scratch_get(c)
-            return 200, out, "text/plain"
+            content = self.scratch_get(c)
+            return 200, content, "text/plain"
         if path == "/api/v0/pin/add":
             if not self._complete(CID.parse(arg)):
                 raise KeyError(f"pin: block was not found locally (offline): {arg}")
