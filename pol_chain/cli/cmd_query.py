@@ -93,6 +93,9 @@ def resolve_run(client: RunViews, ref: str) -> bytes:
 
 
 def _run_exists(client: RunViews, run_id: bytes) -> bool:
+    exists = getattr(client, "run_exists", None)
+    if exists is not None:  # the light reader: a log query, no revert to decode
+        return bool(exists(run_id))
     from pol_chain.ledger.errors import UnknownRun
 
     try:

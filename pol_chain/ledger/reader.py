@@ -29,18 +29,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
 
 from pol_chain.commitment import ZERO32, to_bytes32
-from pol_chain.ledger.errors import (
-    ContractNotDeployed,
-    PolchainLedgerError,
-    RpcUnreachable,
-    decode_revert,
-)
 from pol_chain.ledger.types import (
     ChallengeInfo,
     ChallengeStatus,
@@ -52,11 +43,12 @@ from pol_chain.ledger.types import (
 
 if TYPE_CHECKING:
     from pol_chain.config import Settings
+    from pol_chain.ledger.errors import PolchainLedgerError
 
 __all__ = [
     "LedgerReader",
-    "RpcError",
     "abi",
+    "checksum_address",
     "open_reader",
     "embedded_url",
     "recorded_deployment",
@@ -65,8 +57,13 @@ __all__ = [
 Bytes32 = bytes | str
 
 
-class RpcError(PolchainLedgerError):
-    """The node answered a JSON-RPC request with an error (not a contract revert)."""
+def _ledger_error(name: str, *args: Any) -> PolchainLedgerError:
+    """The named error of :mod:`pol_chain.ledger.errors`, imported only when raised: that
+    module imports eth_abi and eth_utils (0.2-0.5 s), which the happy path never needs."""
+    from pol_chain.ledger import errors
+
+    cls: type[PolchainLedgerError] = getattr(errors, name)
+    return cls(*args)
 
 
 # --------------------------------------------------------------------------- ABI
@@ -115,7 +112,7 @@ class _Event:
                 continue
             value = filters[name]
             values = value if isinstance(value, list | tuple) else [value]
-            words = ["0x" + abi_encode([by_name[name]], [_plain(v)]).hex() for v in values]
+            words = ["0x" + _encode_static(by_name[name], v).hex() for v in values]
             out.append(words[0] if len(words) == 1 else words)
         while out and out[-1] is None:
             out.pop()
@@ -126,17 +123,15 @@ class _Event:
         topics = [_unhex(t) for t in log["topics"][1:]]
         args: dict[str, Any] = {}
         for param, topic in zip(self.indexed, topics, strict=True):
-            (args[str(param["name"])],) = abi_decode([_canonical(param)], topic)
-        values = abi_decode(self.data_types, _unhex(log["data"]))
+            args[str(param["name"])] = _decode_at(_canonical(param), topic, 0)
+        values = _decode_seq(self.data_types, _unhex(log["data"]), 0)
         for param, value in zip(self.data, values, strict=True):
             args[str(param["name"])] = value
-        ordered = {
-            str(i["name"]): _web3_value(_canonical(i), args[str(i["name"])]) for i in self.inputs
-        }
+        ordered = {str(i["name"]): args[str(i["name"])] for i in self.inputs}
         return {
             "event": self.name,
             "args": ordered,
-            "address": to_checksum_address(log["address"]),
+            "address": checksum_address(log["address"]),
             "blockNumber": int(log["blockNumber"], 16),
             "logIndex": int(log["logIndex"], 16),
             "transactionIndex": int(log["transactionIndex"], 16),
@@ -156,13 +151,13 @@ class _Function:
         self.selector: bytes = keccak(signature.encode())[:4]
 
     def encode(self, args: Sequence[Any]) -> bytes:
-        return self.selector + abi_encode(self.input_types, [_plain(a) for a in args])
+        if len(args) != len(self.input_types):
+            raise TypeError(f"{self.name} takes {len(self.input_types)} arguments")
+        words = [_encode_static(t, a) for t, a in zip(self.input_types, args, strict=True)]
+        return self.selector + b"".join(words)
 
     def decode(self, data: bytes) -> tuple[Any, ...]:
-        return tuple(
-            _web3_value(t, v)
-            for t, v in zip(self.output_types, abi_decode(self.output_types, data), strict=True)
-        )
+        return _decode_seq(self.output_types, data, 0)
 
 
 @cache
@@ -179,23 +174,130 @@ def _unhex(text: str) -> bytes:
     return bytes.fromhex(text[2:] if text.startswith(("0x", "0X")) else text)
 
 
-def _plain(value: Any) -> Any:
-    """Arguments as eth_abi wants them (``bytes`` subclasses as plain bytes)."""
-    return bytes(value) if isinstance(value, bytes | bytearray) else value
+# A minimal ABI codec for the types ProofLedger's views and events use (eth_abi costs
+# 0.2-0.5 s to import): it decodes any standard type into what web3.py returns
+# (checksummed addresses, ``bytes``, lists for arrays, tuples for structs) and encodes the
+# static types that view arguments and indexed topics need.
 
 
-def _web3_value(abi_type: str, value: Any) -> Any:
-    """eth_abi's output normalised as web3.py returns it: checksummed addresses, lists."""
-    if isinstance(value, tuple):
-        if abi_type.endswith("]"):
-            inner = abi_type[: abi_type.rindex("[")]
-            return [_web3_value(inner, v) for v in value]
-        if abi_type.startswith("("):
-            parts = _split_tuple(abi_type)
-            return tuple(_web3_value(t, v) for t, v in zip(parts, value, strict=True))
-    if abi_type == "address" and isinstance(value, str):
-        return to_checksum_address(value)
-    return value
+def checksum_address(value: str | bytes) -> str:
+    """The EIP-55 checksummed spelling of a 20-byte address (hex text or raw bytes)."""
+    raw = bytes(value) if isinstance(value, bytes | bytearray) else _unhex(value)
+    if len(raw) != 20:
+        raise ValueError(f"not a 20-byte address: {value!r}")
+    text = raw.hex()
+    nibbles = keccak(text.encode()).hex()[:40]
+    return "0x" + "".join(
+        c.upper() if c.isalpha() and int(d, 16) >= 8 else c
+        for c, d in zip(text, nibbles, strict=True)
+    )
+
+
+def _array(abi_type: str) -> tuple[str, int | None] | None:
+    """``("T", None)`` for ``T[]``, ``("T", k)`` for ``T[k]``, None for a non-array."""
+    if not abi_type.endswith("]"):
+        return None
+    cut = abi_type.rindex("[")
+    size = abi_type[cut + 1 : -1]
+    return abi_type[:cut], (int(size) if size else None)
+
+
+def _is_dynamic(abi_type: str) -> bool:
+    if abi_type in ("string", "bytes"):
+        return True
+    array = _array(abi_type)
+    if array is not None:
+        return array[1] is None or _is_dynamic(array[0])
+    if abi_type.startswith("("):
+        return any(_is_dynamic(t) for t in _split_tuple(abi_type))
+    return False
+
+
+def _head_size(abi_type: str) -> int:
+    """Bytes a static type takes in place (32 for anything dynamic: its offset)."""
+    if _is_dynamic(abi_type):
+        return 32
+    array = _array(abi_type)
+    if array is not None:
+        return (array[1] or 0) * _head_size(array[0])
+    if abi_type.startswith("("):
+        return sum(_head_size(t) for t in _split_tuple(abi_type))
+    return 32
+
+
+def _word(data: bytes, at: int) -> int:
+    if at + 32 > len(data):
+        raise ValueError("ABI data too short")
+    return int.from_bytes(data[at : at + 32], "big")
+
+
+def _decode_seq(types: Sequence[str], data: bytes, base: int) -> tuple[Any, ...]:
+    """Decode the head/tail encoding of ``types`` starting at ``base``."""
+    values: list[Any] = []
+    pos = base
+    for abi_type in types:
+        if _is_dynamic(abi_type):
+            values.append(_decode_at(abi_type, data, base + _word(data, pos)))
+        else:
+            values.append(_decode_at(abi_type, data, pos))
+        pos += _head_size(abi_type)
+    return tuple(values)
+
+
+def _decode_at(abi_type: str, data: bytes, at: int) -> Any:
+    """Decode one value of ``abi_type`` whose encoding starts at ``at``."""
+    if abi_type in ("string", "bytes"):
+        size = _word(data, at)
+        raw = data[at + 32 : at + 32 + size]
+        if len(raw) != size:
+            raise ValueError("ABI data too short")
+        return raw.decode("utf-8") if abi_type == "string" else raw
+    array = _array(abi_type)
+    if array is not None:
+        inner, fixed = array
+        if fixed is None:
+            return list(_decode_seq([inner] * _word(data, at), data, at + 32))
+        return list(_decode_seq([inner] * fixed, data, at))
+    if abi_type.startswith("("):
+        return _decode_seq(_split_tuple(abi_type), data, at)
+    word = _word(data, at)
+    if abi_type == "address":
+        return checksum_address(word.to_bytes(32, "big")[12:])
+    if abi_type == "bool":
+        return bool(word)
+    if abi_type.startswith("uint"):
+        return word
+    if abi_type.startswith("int"):
+        bits = int(abi_type[3:] or 256)
+        word &= (1 << bits) - 1
+        return word - (1 << bits) if word >> (bits - 1) else word
+    if abi_type.startswith("bytes"):
+        return data[at : at + int(abi_type[5:])]
+    raise ValueError(f"unsupported ABI type {abi_type}")
+
+
+def _encode_static(abi_type: str, value: Any) -> bytes:
+    """The 32-byte word of a static elementary value (view arguments, indexed topics)."""
+    if abi_type == "address":
+        raw = bytes(value) if isinstance(value, bytes | bytearray) else _unhex(str(value))
+        if len(raw) != 20:
+            raise ValueError(f"not a 20-byte address: {value!r}")
+        return raw.rjust(32, b"\x00")
+    if abi_type == "bool":
+        return int(bool(value)).to_bytes(32, "big")
+    if abi_type.startswith("uint"):
+        number = int(value)
+        if number < 0 or number >= 1 << int(abi_type[4:] or 256):
+            raise ValueError(f"{value} does not fit {abi_type}")
+        return number.to_bytes(32, "big")
+    if abi_type.startswith("int"):
+        return int(value).to_bytes(32, "big", signed=True)
+    if abi_type.startswith("bytes") and abi_type != "bytes":
+        raw = bytes(value) if isinstance(value, bytes | bytearray) else _unhex(str(value))
+        if len(raw) > int(abi_type[5:]):
+            raise ValueError(f"{len(raw)} bytes do not fit {abi_type}")
+        return raw.ljust(32, b"\x00")
+    raise ValueError(f"the light reader encodes static elementary types only, not {abi_type}")
 
 
 def _split_tuple(abi_type: str) -> list[str]:
@@ -236,7 +338,7 @@ class LedgerReader:
         check_code: bool = True,
     ) -> None:
         self.url = rpc_url
-        self.address: str = to_checksum_address(address)
+        self.address: str = checksum_address(address)
         self.deploy_block = deploy_block
         self.abi = abi()
         # certificates are loaded only for https: building the default TLS context costs
@@ -259,7 +361,7 @@ class LedgerReader:
         )
         self._chain_id = int(chain_hex, 16)
         if not _unhex(code):
-            raise ContractNotDeployed(self._chain_id, self.address)
+            raise _ledger_error("ContractNotDeployed", self._chain_id, self.address)
 
     # ------------------------------------------------------------ transport
 
@@ -284,7 +386,7 @@ class LedgerReader:
             reply.raise_for_status()
             return reply.json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise RpcUnreachable(self.url, type(exc).__name__) from exc
+            raise _ledger_error("RpcUnreachable", self.url, type(exc).__name__) from exc
 
     def _result(self, answer: Mapping[str, Any], method: str) -> Any:
         error = answer.get("error")
@@ -294,9 +396,11 @@ class LedgerReader:
         if isinstance(data, Mapping):  # some nodes nest it: {"data": {"data": "0x…"}}
             data = data.get("data")
         if method == "eth_call" and isinstance(data, str) and len(_unhex(data)) >= 4:
+            from pol_chain.ledger.errors import decode_revert
+
             raise decode_revert(self.abi, data)
         message = error.get("message", error) if isinstance(error, Mapping) else error
-        raise RpcError(f"{method} failed at {self.url}: {message}")
+        raise _ledger_error("PolchainLedgerError", f"{method} failed at {self.url}: {message}")
 
     def request(self, method: str, params: Sequence[Any] = ()) -> Any:
         """One JSON-RPC call; its ``result`` (named errors for reverts and failures)."""
@@ -328,6 +432,17 @@ class LedgerReader:
             self._chain_id = int(self.request("eth_chainId"), 16)
         return self._chain_id
 
+    def probe(self) -> int | None:
+        """The chain id when a node answers at :attr:`url`, else None (never raises)."""
+        try:
+            answer = self._http.post(
+                self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+            )
+            self._chain_id = int(answer.json()["result"], 16)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        return self._chain_id
+
     def block_number(self) -> int:
         """The latest block number."""
         return int(self.request("eth_blockNumber"), 16)
@@ -339,7 +454,7 @@ class LedgerReader:
         found = self.batch([("eth_getBlockByNumber", [hex(b), False]) for b in missing])
         for number, block in zip(missing, found, strict=True):
             if block is None:
-                raise RpcError(f"block {number} is unknown to {self.url}")
+                raise _ledger_error("PolchainLedgerError", f"block {number} is unknown")
             self._times[number] = int(block["timestamp"], 16)
         return {b: self._times[b] for b in wanted}
 
@@ -399,6 +514,11 @@ class LedgerReader:
             model_digest=model if model != ZERO32 else None,
             finalized_at=r[7] or None,
         )
+
+    def run_exists(self, run_id: Bytes32) -> bool:
+        """Whether run ``run_id`` was registered (from its ``RunRegistered`` log: unlike
+        ``getRun`` this does not revert for an unknown id)."""
+        return bool(self.logs("RunRegistered", runId=to_bytes32(run_id)))
 
     def claims_of(self, model_digest: Bytes32) -> list[ClaimInfo]:
         """Every claim on ``model_digest`` in finalization order."""
@@ -470,7 +590,7 @@ def recorded_deployment(home: str | Path, chain_id: int) -> tuple[str, int] | No
     try:
         rows = json.loads(path.read_text())
     except ValueError as exc:
-        raise PolchainLedgerError(f"{path} is not valid JSON: {exc}") from exc
+        raise _ledger_error("PolchainLedgerError", f"{path} is not valid JSON: {exc}") from exc
     row = rows.get(str(chain_id)) if isinstance(rows, dict) else None
     if not isinstance(row, dict) or "address" not in row:
         return None
@@ -497,11 +617,10 @@ def open_reader(settings: Settings, *, timeout: float = 10.0) -> LedgerReader:
     address = settings.contract_address or "0x" + "00" * 20
     reader = LedgerReader(url, address, timeout=timeout, check_code=False)
     try:
-        try:
-            chain_id = reader.chain_id
-        except RpcUnreachable:
+        chain_id = reader.probe()
+        if chain_id is None:
             if settings.rpc_url:
-                raise
+                raise _ledger_error("RpcUnreachable", url, "no answer to eth_chainId")
             from pol_chain.ledger.anvil import EmbeddedChain
 
             EmbeddedChain(settings.home, port=settings.anvil_port).start()
@@ -509,8 +628,8 @@ def open_reader(settings: Settings, *, timeout: float = 10.0) -> LedgerReader:
         if not settings.contract_address:
             recorded = recorded_deployment(settings.home, chain_id)
             if recorded is None:
-                raise ContractNotDeployed(chain_id, None)
-            reader.address = to_checksum_address(recorded[0])
+                raise _ledger_error("ContractNotDeployed", chain_id, None)
+            reader.address = checksum_address(recorded[0])
             reader.deploy_block = recorded[1]
         reader.check_code()
     except BaseException:

@@ -22,6 +22,9 @@ from pol_chain.ledger.history import LogSource, model_history, run_history
 from pol_chain.ledger.reader import LedgerReader, open_reader
 
 ROOT = Path(__file__).resolve().parents[2]
+# what the read-only path must not import: web3 (~1.4 s) and, on the happy path, eth_abi
+# and eth_utils (0.2-0.5 s; pol_chain.ledger.errors loads them only when an error is raised)
+HEAVY = ("web3", "eth_account", "eth_abi", "eth_utils")
 
 
 def _scenario(w3: Web3, ledger: LedgerClient) -> dict[str, object]:
@@ -148,11 +151,11 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def test_light_path_imports_no_web3() -> None:
     code = (
-        "import sys\n"
+        f"import sys\nHEAVY = {HEAVY!r}\n"
         "import pol_chain.ledger.reader, pol_chain.ledger.history, pol_chain.ledger\n"
         "import pol_chain.cli.main, pol_chain.cli.cmd_query\n"
         "from pol_chain.ledger import ModelHistory, LedgerReader, RunStatus\n"
-        "heavy = sorted(m for m in ('web3', 'eth_account') if m in sys.modules)\n"
+        "heavy = sorted(m for m in HEAVY if m in sys.modules)\n"
         "print(heavy)\n"
     )
     out = subprocess.run(
@@ -177,14 +180,14 @@ def test_history_command_without_web3(w3: Web3, ledger: LedgerClient, tmp_path: 
         Deployment(ledger.chain_id, ledger.address, ledger.deploy_block, "test")
     )
     code = (
-        "import sys\n"
+        f"import sys\nHEAVY = {HEAVY!r}\n"
         "from pol_chain.config import load_settings\n"
         "from pol_chain.cli import cmd_query\n"
         "s = load_settings()\n"
         f"cmd_query.history(s, model={'0x' + model.hex()!r}, json_out=True)\n"
         f"cmd_query.owner(s, model={'0x' + model.hex()!r}, json_out=True)\n"
         "cmd_query.history(s, model=sys.argv[1], json_out=False)\n"
-        "print(sorted(m for m in ('web3', 'eth_account') if m in sys.modules), file=sys.stderr)\n"
+        "print(sorted(m for m in HEAVY if m in sys.modules), file=sys.stderr)\n"
     )
     run_ref = "0x" + s["runs"][1].hex()  # type: ignore[index]
     out = subprocess.run(
@@ -228,3 +231,74 @@ def test_history_command_without_deployment(tmp_path: Path) -> None:
     assert "no ProofLedger contract recorded on chain 31337" in out.stderr
     assert "polchain deploy" in out.stderr
     assert not (tmp_path / "deployments.json").exists()
+
+
+def _web3_shape(abi_type: str, value: object) -> object:
+    """eth_abi's decoded value as web3.py shapes it (checksummed addresses, lists)."""
+    from eth_utils import to_checksum_address
+
+    from pol_chain.ledger.reader import _array, _split_tuple
+
+    array = _array(abi_type)
+    if array is not None:
+        return [_web3_shape(array[0], v) for v in value]  # type: ignore[attr-defined]
+    if abi_type.startswith("("):
+        parts = _split_tuple(abi_type)
+        return tuple(_web3_shape(t, v) for t, v in zip(parts, value, strict=True))  # type: ignore[call-overload]
+    if abi_type == "address":
+        return to_checksum_address(str(value))
+    return value
+
+
+CODEC_CASES: list[tuple[str, object]] = [
+    ("uint256", 2**256 - 1),
+    ("uint8", 4),
+    ("int256", -(2**255)),
+    ("int8", -3),
+    ("bool", True),
+    ("bool", False),
+    ("address", "0x" + "ab" * 20),
+    ("bytes32", bytes(range(32))),
+    ("bytes4", b"\x01\x02\x03\x04"),
+    ("string", "héllo, ledger"),
+    ("string", ""),
+    ("bytes", b"\x00" * 33),
+    ("bytes32[]", [digest("a"), digest("b"), digest("c")]),
+    ("uint256[]", []),
+    ("uint256[2]", [7, 8]),
+    ("string[]", ["a", "", "bafy" * 20]),
+    ("(bytes32,address,uint256,uint8)[]", [(digest("r"), "0x" + "cd" * 20, 5, 3)] * 2),
+    (
+        "(address,bytes32,uint256,uint8,uint256,bytes32,bytes32,uint256)",
+        ("0x" + "01" * 20, digest("s"), 1, 2, 3, digest("a"), digest("m"), 4),
+    ),
+    ("(string,uint256[])[]", [("x", [1, 2]), ("yy", [])]),
+]
+
+
+@pytest.mark.parametrize(("abi_type", "value"), CODEC_CASES)
+def test_codec_matches_eth_abi(abi_type: str, value: object) -> None:
+    """The reader's own decoder agrees with eth_abi (as web3 shapes it), alone and in a
+    head/tail sequence after a dynamic value."""
+    from eth_abi import decode, encode
+
+    from pol_chain.ledger.reader import _decode_seq, _encode_static, _is_dynamic
+
+    types = ["string", abi_type, "uint256"]
+    values = ["lead", value, 99]
+    data = encode(types, values)
+    expected = tuple(_web3_shape(t, v) for t, v in zip(types, decode(types, data), strict=True))
+    assert _decode_seq(types, data, 0) == expected
+    if not _is_dynamic(abi_type) and "[" not in abi_type and "(" not in abi_type:
+        assert _encode_static(abi_type, value) == encode([abi_type], [value])
+
+
+def test_checksum_matches_eth_utils() -> None:
+    from eth_utils import to_checksum_address
+
+    from pol_chain.ledger.reader import checksum_address
+
+    for i in range(50):
+        raw = digest(f"addr-{i}")[:20]
+        assert checksum_address(raw) == to_checksum_address(raw)
+        assert checksum_address("0x" + raw.hex()) == to_checksum_address(raw)
