@@ -12,8 +12,12 @@ __all__ = ["emit_json", "info", "table", "to_jsonable"]
 
 def to_jsonable(value: Any) -> Any:
     """Turn dataclasses, bytes and paths into JSON-friendly values (bytes as 0x-hex)."""
-    if hasattr(value, "to_json") and callable(value.to_json):
-        return to_jsonable(value.to_json())
+    for method in ("to_dict", "to_json"):
+        convert = getattr(value, method, None)
+        if callable(convert):
+            converted = convert()
+            if isinstance(converted, dict):
+                return to_jsonable(converted)
     if hasattr(value, "__dataclass_fields__"):
         return {k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
     if isinstance(value, bytes | bytearray):

@@ -69,7 +69,7 @@ class RpcUnreachable(PolchainLedgerError):
         detail = f" ({reason})" if reason else ""
         super().__init__(
             f"no Ethereum node answers at {url}{detail}",
-            hint="start the embedded chain with `polchain chain start` or check --rpc-url",
+            hint="start the embedded chain with `polchain chain up` or check --rpc-url",
         )
 
 
