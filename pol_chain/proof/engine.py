@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ __all__ = [
     "StepSampler",
     "capture_state",
     "model_tensors",
+    "replay_steps",
     "restore_state",
     "run_step",
     "step_seeds",
@@ -185,3 +186,27 @@ def restore_state(
     except (RuntimeError, ValueError, KeyError) as exc:
         raise MalformedArtefactError(what, f"optimizer state does not fit: {exc}") from None
     return step
+
+
+def replay_steps(
+    bundle: TaskBundle,
+    tensors: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    steps: Sequence[Mapping[str, Any]],
+    what: str = "checkpoint",
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Restore ``bundle`` from a checkpoint and replay the recorded ``steps`` (each with
+    ``indices`` and ``seeds``); return the captured state and the final step."""
+    step = restore_state(bundle.model, bundle.optimizer, bundle.scheduler, tensors, meta, what)
+    size = len(bundle.train_x)
+    for st in steps:
+        idx = torch.tensor(st["indices"], dtype=torch.int64)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+            raise MalformedArtefactError(what, "segment index outside the dataset")
+        run_step(bundle, idx, st["seeds"])
+        step += 1
+        if on_step is not None:
+            on_step(step)
+    state, _ = capture_state(bundle.model, bundle.optimizer, bundle.scheduler, step)
+    return state, step

@@ -22,14 +22,7 @@ from pol_chain.commitment import ZERO32, accumulator
 from pol_chain.commitment import leaf as make_leaf
 from pol_chain.proof.canonical import from_hex, parse_canonical_json, sha256, to_hex
 from pol_chain.proof.dataset import MerkleTree, sample_leaf, verify_membership
-from pol_chain.proof.engine import (
-    StepSampler,
-    capture_state,
-    model_tensors,
-    restore_state,
-    run_step,
-    step_seeds,
-)
+from pol_chain.proof.engine import StepSampler, model_tensors, replay_steps, step_seeds
 from pol_chain.proof.errors import MalformedArtefactError, ProofError, SpecError
 from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.manifest import ArtefactSource, DirectorySource, Manifest
@@ -451,25 +444,11 @@ def _replay(
         ctx.reasons.add("malformed_artefact")
         return out
     try:
-        step = restore_state(
-            bundle.model,
-            bundle.optimizer,
-            bundle.scheduler,
-            start[0],
-            start[1],
-            f"checkpoint {index - 1}",
-        )
-        for st in steps:
-            idx = torch.tensor(st["indices"], dtype=torch.int64)
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(bundle.train_x)):
-                raise MalformedArtefactError(f"segment {index}", "index outside the dataset")
-            run_step(bundle, idx, st["seeds"])
-            step += 1
+        replayed, _ = replay_steps(bundle, start[0], start[1], steps, f"segment {index}")
     except MalformedArtefactError as exc:
         out.update(bitwise_identical=False, metrics=None, passed=False, reasons=[exc.code])
         ctx.reasons.add(exc.code)
         return out
-    replayed, _ = capture_state(bundle.model, bundle.optimizer, bundle.scheduler, step)
     if set(replayed) != set(end[0]) or any(
         replayed[k].shape != end[0][k].shape or replayed[k].dtype != end[0][k].dtype
         for k in replayed
