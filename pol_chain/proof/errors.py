@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pol_chain.errors import PolchainError
+
 __all__ = [
     "IntegrityError",
     "MalformedArtefactError",
@@ -13,8 +15,11 @@ __all__ = [
 ]
 
 
-class ProofError(Exception):
-    """Base class of every proof-engine error; ``code`` is the report's reason code."""
+class ProofError(PolchainError):
+    """Base class of every proof-engine error; ``code`` is the report's reason code.
+
+    A :class:`~pol_chain.errors.PolchainError`, so the CLI prints it as one line.
+    """
 
     code = "proof_error"
 

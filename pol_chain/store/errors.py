@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pol_chain.errors import PolchainError
+
 __all__ = [
     "BlockNotFound",
     "CarError",
@@ -16,8 +18,8 @@ __all__ = [
 ]
 
 
-class StoreError(Exception):
-    """Base class of every error raised by :mod:`pol_chain.store`."""
+class StoreError(PolchainError):
+    """Base class of every error raised by :mod:`pol_chain.store` (one line in the CLI)."""
 
 
 class CidError(StoreError, ValueError):
