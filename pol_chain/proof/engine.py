@@ -68,8 +68,9 @@ def step_seeds(run_seed: bytes, step: int) -> dict[str, int]:
 
 def run_step(
     bundle: TaskBundle, indices: torch.Tensor | Sequence[int], seeds: Mapping[str, int]
-) -> None:
-    """Run one optimizer step (and scheduler step) on the batch ``indices``."""
+) -> torch.Tensor:
+    """Run one optimizer step (and scheduler step) on the batch ``indices``; return the
+    (detached) loss, left on the device so callers decide when to synchronize."""
     device = bundle.train_x.device
     idx = torch.as_tensor(indices, dtype=torch.int64).to(device, non_blocking=True)
     x, y = bundle.train_x[idx], bundle.train_y[idx]
@@ -83,6 +84,7 @@ def run_step(
     bundle.optimizer.step()
     if bundle.scheduler is not None:
         bundle.scheduler.step()
+    return loss.detach()
 
 
 def _json_safe(value: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +74,15 @@ def train(
     parent_model: bytes | None = None,
     queue_size: int = 2,
     max_steps: int | None = None,
+    on_step: Callable[[int, float | None], None] | None = None,
+    loss_every: int = 10,
 ) -> TrainResult:
     """Train ``spec`` end to end while recording its proof into ``proof_dir``.
 
     ``resume=True`` continues an interrupted run from its last complete checkpoint
     (bitwise identical continuation). ``max_steps`` stops early without finalizing
-    (for tests and benchmarks).
+    (for tests and benchmarks). ``on_step(step, loss)`` is called after every step, with
+    the loss every ``loss_every`` steps (reading it synchronizes a GPU) and None otherwise.
     """
     configure_determinism(deterministic, threads)
     bundle = build_bundle(spec, run_seed, device, parent_model)
@@ -103,8 +106,10 @@ def train(
             if step >= stop:
                 break
             seeds = step_seeds(run_seed, step)
-            run_step(bundle, idx, seeds)
+            loss = run_step(bundle, idx, seeds)
             rec.on_step_end(idx, seeds)
+            if on_step is not None:
+                on_step(step, float(loss) if step % loss_every == 0 else None)
     except BaseException:
         rec.__exit__(RuntimeError, None, None)
         raise
