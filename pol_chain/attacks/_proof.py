@@ -55,6 +55,7 @@ __all__ = [
     "param_names",
     "read_manifest",
     "read_segments",
+    "require_claim",
     "run_order",
     "write_proof",
 ]
@@ -281,6 +282,14 @@ def fresh_bundle(spec: TaskSpec, run_seed: bytes) -> TaskBundle:
 def model_digest(tensors: Mapping[str, torch.Tensor]) -> bytes:
     """The model digest of model-file tensors (no ``model.`` prefix)."""
     return sha256(serialize_state(dict(tensors), MODEL_FORMAT))
+
+
+def require_claim(digest: bytes | None, stolen: Mapping[str, torch.Tensor]) -> bytes:
+    """Check that a forged proof's model digest is the stolen model's; return it."""
+    want = model_digest(stolen)
+    if digest != want:
+        raise RuntimeError("the forged proof does not end at the stolen model's digest")
+    return want
 
 
 def leaves_of(proof_dir: Path | str) -> list[bytes]:

@@ -34,6 +34,7 @@ from pol_chain.attacks._proof import (
     fresh_bundle,
     load_model_file,
     model_state,
+    require_claim,
     run_order,
     write_proof,
 )
@@ -159,10 +160,12 @@ def forge_adversarial_data_proof(
             interp_left -= 1
             nxt: State = {}
             for key, value in target.items():
-                if value.is_floating_point():
+                if interp_left == 0:
+                    nxt[key] = value.clone()  # exactly the stolen weights
+                elif value.is_floating_point():
                     nxt[key] = cur[key] + (value - cur[key]) * t
                 else:
-                    nxt[key] = value.clone() if interp_left == 0 else cur[key] + (end - start)
+                    nxt[key] = cur[key] + (end - start)
             lr = _steps_lrs(spec, bundle, start, end)
             for pid, key in enumerate(params):
                 nxt[f"optim.{pid}.momentum_buffer"] = (cur[key] - nxt[key]) / (sum(lr) or 1.0)
@@ -172,6 +175,7 @@ def forge_adversarial_data_proof(
     leaves, digest = write_proof(
         out, spec, run_id, states, segments, extra_files={CLAIMED_DATASET: data}
     )
+    require_claim(digest, target_model)
     cost.seconds = time.perf_counter() - t0
     cost.notes = {
         "epsilon": epsilon,

@@ -30,6 +30,7 @@ from pol_chain.attacks._proof import (
     fresh_bundle,
     load_model_file,
     model_state,
+    require_claim,
     run_order,
     write_proof,
 )
@@ -107,10 +108,12 @@ def forge_infinitesimal_proof(
         t = i / n
         state: State = {}
         for key, value in target.items():
-            if value.is_floating_point():
+            if i == n:
+                state[key] = value.clone()  # exactly the stolen weights
+            elif value.is_floating_point():
                 state[key] = w0[key] + (value - w0[key]) * t
             else:
-                state[key] = value.clone() if i == n else w0[key] + end
+                state[key] = w0[key] + end
         for pid, _key in enumerate(params):
             state[f"optim.{pid}.momentum_buffer"] = torch.zeros_like(w0[params[pid]])
         states.append((state, checkpoint_meta(bundle, end)))  # tiny lr claimed here
@@ -119,3 +122,4 @@ def forge_infinitesimal_proof(
     cost.seconds = time.perf_counter() - t0
     cost.notes = {"segments": n, "lr_factor": lr_factor, "claim": claim}
     return ForgedProof(Path(out), run_id, leaves, digest, proof_spec, cost, dict(cost.notes))
+    require_claim(digest, target_model)

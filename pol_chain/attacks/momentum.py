@@ -32,6 +32,7 @@ from pol_chain.attacks._proof import (
     honest_segment,
     load_model_file,
     model_state,
+    require_claim,
     run_order,
     write_proof,
 )
@@ -100,3 +101,4 @@ def forge_momentum_steering_proof(
     cost.seconds = time.perf_counter() - t0
     cost.notes = {"final_residual_l2": residual, "segments": n}
     return ForgedProof(Path(out), run_id, leaves, digest, spec, cost, dict(cost.notes))
+    require_claim(digest, target_model)

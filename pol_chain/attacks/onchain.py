@@ -15,6 +15,7 @@ from typing import Any
 from pol_chain import commitment as cm
 from pol_chain.attacks._proof import read_manifest
 from pol_chain.ledger.client import LedgerClient
+from pol_chain.ledger.history import run_history
 from pol_chain.ledger.types import AttestResult
 from pol_chain.proof.canonical import from_hex
 from pol_chain.proof.manifest import DirectorySource
@@ -92,9 +93,12 @@ def verify_on_chain(
     **kwargs: Any,
 ) -> Report:
     """Verify ``proof_dir`` as run ``run_id`` with every trusted value from the chain:
-    run seed, spec digest, accumulator and claimed model digest (``kwargs`` go to
+    run seed, spec digest, the committed leaves (rebuilt from the ledger's logs unless
+    given), accumulator and claimed model digest (``kwargs`` go to
     :func:`pol_chain.proof.verifier.verify`: policy, dataset, threads…)."""
     info = client.get_run(run_id)
+    if committed_leaves is None:
+        committed_leaves = run_history(client, run_id).leaves
     source = DirectorySource(proof_dir)
     return verify(
         source.manifest(),

@@ -105,8 +105,10 @@ def world(
         finalize=lambda digest: copier.finalize_run(copy_run, digest, "local:model"),
     )
     honest_dir = tmp / "honest"
-    t0 = time.perf_counter()
     result = train(spec, honest_dir, run, seed, listeners=[honest_commit, live], threads=2)
+    # wall-time baseline: the same honest training without the ledger listeners
+    t0 = time.perf_counter()
+    train(spec, tmp / "baseline", b"\x01" * 32, seed, threads=2)
     seconds = time.perf_counter() - t0
     # the model leaked before the honest finalize: the early thief forges and claims it
     early_client = clients[EARLY]
