@@ -114,7 +114,7 @@ def train(
         rec.__exit__(RuntimeError, None, None)
         raise
     finished = rec.step >= sampler.total_steps
-    rec.close(final=finished)
+    rec.close(final=finished)  # waits for the last write: part of the recorded time
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
