@@ -49,6 +49,7 @@ class Story:
             "POLCHAIN_HOME": str(workdir / ".polchain"),
             "POLCHAIN_ANVIL_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
+            "COLUMNS": os.environ.get("COLUMNS", "120"),
         }
         self.env.pop("POLCHAIN_RPC_URL", None)
         self.timings: dict[str, float] = {}
@@ -66,7 +67,7 @@ class Story:
             cmd,
             cwd=self.workdir,
             env=self.env,
-            stdout=subprocess.PIPE if json_out else None,
+            stdout=subprocess.PIPE if json_out else sys.stderr,
             stderr=subprocess.PIPE if self.quiet else None,
             text=True,
         )
