@@ -175,9 +175,7 @@ def history(settings: Settings, *, model: str, json_out: bool) -> None:
         ["#", "run", "trainer", "registered", "commits", "finalized", "status", "challenges"],
         rows,
     )
-    timeline = [
-        (when(e.timestamp), e.block_number, e.kind, _event_summary(e.args)) for e in hist.events
-    ]
+    timeline = _timeline(hist.events)
     table("timeline", ["time (UTC)", "block", "event", "details"], timeline)
     if hist.owner is None:
         info("owner: none (every claim is refuted)")
@@ -185,10 +183,71 @@ def history(settings: Settings, *, model: str, json_out: bool) -> None:
         info(f"owner: [bold]{hist.owner.trainer}[/bold] (run {short(hist.owner.run_id, 16)})")
 
 
-def _event_summary(args: dict[str, Any]) -> str:
+_STATUS = ("none", "registered", "finalized", "verified", "refuted")
+
+
+def _timeline(events: list[Any]) -> list[tuple[str, int | str, str, str]]:
+    """One row per event; consecutive commits of one run fold into one row."""
+    rows: list[tuple[str, int | str, str, str]] = []
+    pending: list[Any] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        first, last = pending[0], pending[-1]
+        count = sum(len(e.args.get("leaves", [])) for e in pending)
+        blocks = (
+            str(first.block_number)
+            if len(pending) == 1
+            else f"{first.block_number}–{last.block_number}"
+        )
+        rows.append(
+            (
+                when(first.timestamp),
+                blocks,
+                "CheckpointsCommitted",
+                f"run {short(first.args.get('runId'))}: {count} checkpoints in {len(pending)} tx",
+            )
+        )
+        pending.clear()
+
+    for event in events:
+        if event.kind == "CheckpointsCommitted":
+            if pending and pending[-1].args.get("runId") != event.args.get("runId"):
+                flush()
+            pending.append(event)
+            continue
+        flush()
+        rows.append((when(event.timestamp), event.block_number, event.kind, _event_summary(event)))
+    flush()
+    return rows
+
+
+def _event_summary(event: Any) -> str:
+    """A short, readable line for one ledger event."""
+    a = event.args
+    run = f"run {short(a.get('runId'))}"
+    cid = a.get("challengeId")
+    if event.kind == "RunRegistered":
+        return f"{run} by {short(a.get('trainer'), 8)}"
+    if event.kind == "RunFinalized":
+        return f"{run} claims model {short(a.get('modelDigest'))}"
+    if event.kind == "RunStatusChanged":
+        old, new = int(a.get("oldStatus", 0)), int(a.get("newStatus", 0))
+        return f"{run}: {_STATUS[old]} → {_STATUS[new]}"
+    if event.kind == "ChallengeOpened":
+        return f"#{cid} on {run} by {short(a.get('challenger'), 8)}"
+    if event.kind == "ChallengeRandomnessSealed":
+        return f"#{cid} seed {short(a.get('seed'))} (block {a.get('revealBlock')})"
+    if event.kind == "Attested":
+        vote = "pass" if a.get("passed") else "fail"
+        return f"#{cid} {short(a.get('verifier'), 8)} votes {vote}, report {short(a.get('reportCid'), 14)}"
+    if event.kind == "ChallengeResolved":
+        outcome = "passed" if a.get("passed") else "failed"
+        return f"#{cid} {outcome} ({a.get('passVotes')} pass / {a.get('failVotes')} fail)"
     parts = []
-    for key in sorted(args):
-        value = args[key]
+    for key in sorted(a):
+        value = a[key]
         if isinstance(value, bytes):
             value = short(value)
         elif isinstance(value, list):
