@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
-from .helpers import Cli
+from .helpers import Cli, make_cli
 
 
 def _votes(cli: Cli, challenge_id: int) -> tuple[int, str]:
@@ -55,3 +56,41 @@ def test_verify_locally_and_on_chain(trained: tuple[Cli, dict[str, Any]]) -> Non
     assert remote["verdict"] == "pass"
     status = cli.json("show", "run", run["run_id"])
     assert status["committed_count"] == run["checkpoints"]
+
+
+def test_unreachable_store_delays_attestation_but_loses_nothing(tmp_path: Path) -> None:
+    """The trainer pins to a Kubo node; the agent (another machine: its own data folder,
+    configured RPC and ledger) can only fetch through that node. While the node is down
+    the challenge stays pending with no vote; once it is back the agent attests."""
+    from store.conftest import FakeKubo  # the Kubo-RPC double of tests/store
+
+    kubo = FakeKubo(tmp_path / "kubo-scratch")
+    kubo.start()
+    port = kubo.port
+    api = f"http://127.0.0.1:{port}"
+    trainer = make_cli(tmp_path / "trainer", POLCHAIN_STORE_BACKEND="kubo", POLCHAIN_KUBO_API=api)
+    try:
+        run = trainer.json("train", "digits", "--epochs", "1", "-k", "11", "--out", "runs/a")
+        ledger = trainer.json("chain", "status")
+        agent = make_cli(
+            tmp_path / "verifier",
+            POLCHAIN_RPC_URL=ledger["url"],
+            POLCHAIN_CONTRACT_ADDRESS=ledger["ledger"],
+            POLCHAIN_STORE_BACKEND="kubo",
+            POLCHAIN_KUBO_API=api,
+        )
+        kubo.stop()
+        cid = trainer.json("challenge", run["run_id"], "-a", "4")["challenges"][0]["challenge_id"]
+        pending = agent.json("agent", "--once")["outcomes"]
+        assert [(o["challenge_id"], o["status"]) for o in pending] == [(cid, "pending")]
+        assert "unreachable" in pending[0]["detail"]
+        assert _votes(trainer, cid) == (0, "open")
+        kubo.start(port=port)
+        done = agent.json("agent", "--once")["outcomes"]
+        assert [(o["challenge_id"], o["status"], o["passed"]) for o in done] == [
+            (cid, "attested", True)
+        ]
+        assert _votes(trainer, cid) == (1, "passed")
+    finally:
+        kubo.stop()
+        trainer.run("chain", "down", check=False)
