@@ -28,7 +28,7 @@ them to sit above honest reproduction error. On digits, honest 10-step segment u
 measure l1 12–175, l2 0.12–1.6, l∞ 0.014–0.12 (k = 10, batch 32, lr 0.05 cosine);
 the reference's own numbers would exceed every update and accept anything, so we use
 *tighter* ones, about 10 % of a typical segment update and far above honest replay error
-(0 on the same machine, ~1e-6 across CPUs): l1 10, l2 0.1, l∞ 0.01, cosine distance
+(0 on the same machine: replays are bitwise; cross-hardware error not measured): l1 10, l2 0.1, l∞ 0.01, cosine distance
 1e-4. A tighter baseline makes the attacks harder, so an accepted forgery is a real one.
 
 The cosine is computed with the correct norms (the reference divides by ‖W₁‖² instead
