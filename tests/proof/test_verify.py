@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -218,5 +217,4 @@ def test_digits_reaches_90_percent(tmp_path: Path) -> None:
         make_spec("pol_chain.tasks.digits:build"), tmp_path / "p", RUN_ID, RUN_SEED, threads=2
     )
     assert result.test_accuracy is not None and result.test_accuracy >= 0.90
-    assert result.seconds < 60
-    os.listdir(tmp_path / "p")
+    assert (tmp_path / "p" / "model.safetensors").exists()
