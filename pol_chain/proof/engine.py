@@ -181,7 +181,8 @@ def restore_state(
         _, pid_text, key = name.split(".", 2)
         if not pid_text.isdigit() or int(pid_text) >= n_params:
             raise MalformedArtefactError(what, f"optimizer state for unknown parameter {name!r}")
-        state.setdefault(int(pid_text), {})[key] = value.to(device)
+        # a copy: the optimizer updates its state in place and must not alias the checkpoint
+        state.setdefault(int(pid_text), {})[key] = value.detach().to(device, copy=True)
     current = optimizer.state_dict()
     try:
         optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})

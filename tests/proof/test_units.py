@@ -119,3 +119,17 @@ def test_pickles_and_torch_save_files_are_inert(tmp_path: Path) -> None:
         with pytest.raises(MalformedArtefactError):
             parse_canonical_json(data, "artefact")
     assert not sentinel.exists()
+
+
+def test_restore_state_does_not_alias_the_checkpoint(honest_proof: Path, spec: TaskSpec) -> None:
+    from pol_chain.proof.engine import restore_state, run_step
+    from pol_chain.proof.loop import build_bundle
+
+    from .helpers import RUN_SEED, load_checkpoint
+
+    state, meta = load_checkpoint(honest_proof, 5)
+    before = {k: v.clone() for k, v in state.items()}
+    bundle = build_bundle(spec, RUN_SEED)
+    restore_state(bundle.model, bundle.optimizer, bundle.scheduler, state, meta, "ckpt 5")
+    run_step(bundle, torch.arange(32), {"augment": 1, "dropout": 2})
+    assert all(torch.equal(state[k], before[k]) for k in state)
