@@ -243,7 +243,7 @@ class VerifierAgent:
         cos = self.policy.c if self.policy else 0.99
         data: dict[str, Any] = {
             "challenge_seed": "0x" + seed.hex(),
-            "checks": {reason: {"ok": False, "detail": why[:500]}},
+            "checks": {reason: {"details": [why[:500]], "ok": False}},
             "format": "polchain-report-v1",
             "reasons": [reason],
             "run_id": "0x" + run_id.hex(),

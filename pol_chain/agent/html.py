@@ -18,6 +18,11 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _details(check: dict[str, Any]) -> list[str]:
+    found = check.get("details", check.get("detail", []))
+    return [str(d) for d in found] if isinstance(found, list) else [str(found)]
+
+
 def write_html_report(
     report: dict[str, Any], png: Path | None, path: Path, context: dict[str, str]
 ) -> Path:
@@ -38,7 +43,7 @@ def write_html_report(
         )
     checks = "".join(
         f"<li><b>{html.escape(name)}</b>: {'ok' if v.get('ok') else 'FAILED'} "
-        f"{html.escape(str(v.get('detail', '')))}</li>"
+        f"{html.escape('; '.join(_details(v)))}</li>"
         for name, v in sorted(report.get("checks", {}).items())
     )
     img = ""

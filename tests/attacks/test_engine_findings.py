@@ -1,4 +1,4 @@
-"""Engine defects the attack work exposed (reproductions, strict xfail until fixed).
+"""Engine defects the attack work exposed, kept as regression tests (both are fixed).
 
 Finding 1 — ``restore_state`` lets the optimizer adopt the checkpoint's tensors:
 ``optimizer.load_state_dict`` keeps same-device/same-dtype tensors as they are, and SGD
@@ -9,8 +9,8 @@ checkpoint's dict (``start[0]``) is therefore mutated by the replay before
 error's denominator and the direction cosine all ignore the momentum part of the update.
 On bitwise-identical hardware the verdict is unaffected (l2 = 0), but across hardware the
 metrics are wrong (a momentum error is divided by a parameters-only update), and so is
-the report whose digest goes on chain. Fix: clone the tensors in ``restore_state`` (or in
-``_replay`` before restoring). The forgers in ``pol_chain.attacks`` clone for this reason.
+the report whose digest goes on chain. Fixed in c25a3bd: ``restore_state`` copies the
+optimizer state.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ from pol_chain.proof.verifier import verify_dir
 
 from .conftest import World
 
-FINDING_1 = "engine finding 1: restore_state aliases the checkpoint's optimizer tensors"
 
-
-@pytest.mark.xfail(strict=True, reason=FINDING_1)
 def test_restore_state_leaves_the_checkpoint_untouched(world: World) -> None:
     state, meta = load_checkpoint(world.honest_dir, 8)
     before = {k: v.clone() for k, v in state.items()}
@@ -40,7 +37,6 @@ def test_restore_state_leaves_the_checkpoint_untouched(world: World) -> None:
     assert changed == []
 
 
-@pytest.mark.xfail(strict=True, reason=FINDING_1)
 def test_reported_update_norm_is_the_full_state_update(world: World) -> None:
     prev, _ = load_checkpoint(world.honest_dir, 8)
     cur, _ = load_checkpoint(world.honest_dir, 9)
