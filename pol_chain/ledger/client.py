@@ -47,7 +47,6 @@ from pol_chain.ledger.types import (
     Owner,
     RegisteredRun,
     RunInfo,
-    RunStatus,
     SealResult,
     TxInfo,
 )
@@ -498,19 +497,7 @@ class LedgerClient:
     def get_run(self, run_id: Bytes32) -> RunInfo:
         """The run ``run_id`` (UnknownRun when absent)."""
         rid = to_bytes32(run_id)
-        r = self._call(self.contract.functions.getRun(rid))
-        model = bytes(r[6])
-        return RunInfo(
-            run_id=rid,
-            trainer=r[0],
-            spec_digest=bytes(r[1]),
-            registered_at=r[2],
-            status=RunStatus(r[3]),
-            committed_count=r[4],
-            accumulator=bytes(r[5]),
-            model_digest=model if model != ZERO32 else None,
-            finalized_at=r[7] or None,
-        )
+        return RunInfo.from_tuple(rid, self._call(self.contract.functions.getRun(rid)))
 
     def accumulator_of(self, run_id: Bytes32) -> bytes:
         return bytes(self._call(self.contract.functions.accumulatorOf(to_bytes32(run_id))))
@@ -522,7 +509,7 @@ class LedgerClient:
     def claims_of(self, model_digest: Bytes32) -> list[ClaimInfo]:
         """Every claim on ``model_digest`` in finalization order."""
         rows = self._call(self.contract.functions.claimsOf(to_bytes32(model_digest)))
-        return [ClaimInfo(bytes(r[0]), r[1], r[2], RunStatus(r[3])) for r in rows]
+        return [ClaimInfo.from_tuple(r) for r in rows]
 
     def owner_of(self, model_digest: Bytes32) -> Owner | None:
         """The earliest-finalized non-refuted claim on ``model_digest``; None if none."""
@@ -534,20 +521,7 @@ class LedgerClient:
     def get_challenge(self, challenge_id: int) -> ChallengeInfo:
         """The challenge ``challenge_id`` (UnknownChallenge when absent)."""
         c = self._call(self.contract.functions.getChallenge(challenge_id))
-        seed = bytes(c[5])
-        return ChallengeInfo(
-            challenge_id=challenge_id,
-            run_id=bytes(c[0]),
-            challenger=c[1],
-            bond=c[2],
-            opened_at_block=c[3],
-            reveal_block=c[4],
-            seed=seed if seed != ZERO32 else None,
-            quorum=c[6],
-            pass_votes=c[7],
-            fail_votes=c[8],
-            status=ChallengeStatus(c[9]),
-        )
+        return ChallengeInfo.from_tuple(challenge_id, c)
 
     def challenges_of(self, run_id: Bytes32) -> list[int]:
         """Ids of every challenge against ``run_id``, oldest first."""

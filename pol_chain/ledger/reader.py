@@ -34,14 +34,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from eth_hash.auto import keccak
 
-from pol_chain.commitment import ZERO32, to_bytes32
+from pol_chain.commitment import to_bytes32
 from pol_chain.ledger.types import (
     ChallengeInfo,
-    ChallengeStatus,
     ClaimInfo,
     Owner,
     RunInfo,
-    RunStatus,
 )
 
 if TYPE_CHECKING:
@@ -505,18 +503,7 @@ class LedgerReader:
         """The run ``run_id`` (UnknownRun when absent)."""
         rid = to_bytes32(run_id)
         (r,) = self.call("getRun", rid)
-        model = bytes(r[6])
-        return RunInfo(
-            run_id=rid,
-            trainer=r[0],
-            spec_digest=bytes(r[1]),
-            registered_at=r[2],
-            status=RunStatus(r[3]),
-            committed_count=r[4],
-            accumulator=bytes(r[5]),
-            model_digest=model if model != ZERO32 else None,
-            finalized_at=r[7] or None,
-        )
+        return RunInfo.from_tuple(rid, r)
 
     def run_exists(self, run_id: Bytes32) -> bool:
         """Whether run ``run_id`` was registered (from its ``RunRegistered`` log: unlike
@@ -526,7 +513,7 @@ class LedgerReader:
     def claims_of(self, model_digest: Bytes32) -> list[ClaimInfo]:
         """Every claim on ``model_digest`` in finalization order."""
         (rows,) = self.call("claimsOf", to_bytes32(model_digest))
-        return [ClaimInfo(bytes(r[0]), r[1], r[2], RunStatus(r[3])) for r in rows]
+        return [ClaimInfo.from_tuple(r) for r in rows]
 
     def owner_of(self, model_digest: Bytes32) -> Owner | None:
         """The earliest-finalized non-refuted claim on ``model_digest``; None if none."""
@@ -538,20 +525,7 @@ class LedgerReader:
     def get_challenge(self, challenge_id: int) -> ChallengeInfo:
         """The challenge ``challenge_id`` (UnknownChallenge when absent)."""
         (c,) = self.call("getChallenge", challenge_id)
-        seed = bytes(c[5])
-        return ChallengeInfo(
-            challenge_id=challenge_id,
-            run_id=bytes(c[0]),
-            challenger=c[1],
-            bond=c[2],
-            opened_at_block=c[3],
-            reveal_block=c[4],
-            seed=seed if seed != ZERO32 else None,
-            quorum=c[6],
-            pass_votes=c[7],
-            fail_votes=c[8],
-            status=ChallengeStatus(c[9]),
-        )
+        return ChallengeInfo.from_tuple(challenge_id, c)
 
     def challenges_of(self, run_id: Bytes32) -> list[int]:
         """Ids of every challenge against ``run_id``, oldest first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,14 @@ __all__ = [
     "TxInfo",
     "jsonable",
 ]
+
+_ZERO32 = bytes(32)
+
+
+def _nonzero(value: bytes) -> bytes | None:
+    """``bytes(value)``, or None for the all-zero word the contract uses for "unset"."""
+    out = bytes(value)
+    return out if out != _ZERO32 else None
 
 
 class RunStatus(enum.IntEnum):
@@ -148,6 +157,21 @@ class RunInfo(_Json):
     model_digest: bytes | None
     finalized_at: int | None
 
+    @classmethod
+    def from_tuple(cls, run_id: bytes, r: Sequence[Any]) -> RunInfo:
+        """Decode the ``ProofLedger.getRun`` tuple of run ``run_id``."""
+        return cls(
+            run_id=run_id,
+            trainer=r[0],
+            spec_digest=bytes(r[1]),
+            registered_at=r[2],
+            status=RunStatus(r[3]),
+            committed_count=r[4],
+            accumulator=bytes(r[5]),
+            model_digest=_nonzero(r[6]),
+            finalized_at=r[7] or None,
+        )
+
 
 @dataclass(frozen=True)
 class ClaimInfo(_Json):
@@ -155,6 +179,11 @@ class ClaimInfo(_Json):
     trainer: str
     finalized_at: int
     status: RunStatus
+
+    @classmethod
+    def from_tuple(cls, r: Sequence[Any]) -> ClaimInfo:
+        """Decode one row of ``ProofLedger.claimsOf``."""
+        return cls(bytes(r[0]), r[1], r[2], RunStatus(r[3]))
 
 
 @dataclass(frozen=True)
@@ -178,3 +207,20 @@ class ChallengeInfo(_Json):
     pass_votes: int
     fail_votes: int
     status: ChallengeStatus
+
+    @classmethod
+    def from_tuple(cls, challenge_id: int, c: Sequence[Any]) -> ChallengeInfo:
+        """Decode the ``ProofLedger.getChallenge`` tuple of challenge ``challenge_id``."""
+        return cls(
+            challenge_id=challenge_id,
+            run_id=bytes(c[0]),
+            challenger=c[1],
+            bond=c[2],
+            opened_at_block=c[3],
+            reveal_block=c[4],
+            seed=_nonzero(c[5]),
+            quorum=c[6],
+            pass_votes=c[7],
+            fail_votes=c[8],
+            status=ChallengeStatus(c[9]),
+        )
