@@ -49,6 +49,18 @@ __all__ = ["GcReport", "LocalStore", "VerifyReport"]
 LAYOUT_VERSION = "1"
 
 
+@contextlib.contextmanager
+def sqlite_transaction(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
+    """A fresh connection to the SQLite file ``path`` (60 s busy timeout) for one
+    transaction: committed if the block succeeds, rolled back if it raises; then closed."""
+    conn = sqlite3.connect(path, timeout=60)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
 @dataclass(frozen=True)
 class GcReport:
     """What :meth:`LocalStore.gc` removed."""
@@ -172,14 +184,8 @@ class LocalStore(ArtefactStore):
                 self._pool_pid = os.getpid()
             return self._pool
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self._db_path, timeout=60)
-        try:
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+    def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_transaction(self._db_path)
 
     @contextlib.contextmanager
     def _locked(self, exclusive: bool = False) -> Iterator[None]:

@@ -13,7 +13,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -22,7 +22,7 @@ from .base import ArtefactStore, Digest
 from .cid import CID
 from .errors import IntegrityError, KuboError, KuboUnreachable, StoreError
 from .kubo import KuboClient
-from .local import LocalStore
+from .local import LocalStore, sqlite_transaction
 
 T = TypeVar("T")
 
@@ -62,14 +62,8 @@ class PushQueue:
                 "last_error TEXT NOT NULL DEFAULT '')"
             )
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=60)
-        try:
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+    def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_transaction(self.path)
 
     def add(self, cid: str, name: str = "") -> None:
         """Queue ``cid`` (no-op if already queued)."""
