@@ -70,7 +70,14 @@ def push(settings: Settings, *, cid: str | None, kubo_api: str | None) -> None:
         info(f"pushed {root} to {api}")
         return
     report = store.drain()
-    info(f"drained the push queue: {report}")
+    info(f"pushed {len(report.pushed)}, {report.remaining} still queued")
+    for cid, why in report.failed.items():
+        info(f"  {cid}: {why}")
+    if report.unreachable:
+        raise PolchainError(
+            f"the Kubo node at {api} is unreachable; {report.remaining} CIDs stay queued",
+            hint="nothing is lost: run `polchain store push` again when the node is up",
+        )
 
 
 def verify(settings: Settings, *, json_out: bool) -> None:

@@ -146,7 +146,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pol_chain.compose.publish import LivePublisher, Publisher
-    from pol_chain.proof import TaskSpec
+    from pol_chain.proof import CheckpointRecord, FinalRecord, TaskSpec
     from pol_chain.proof import train as train_loop
 
     out = out or Path("runs") / task.replace(":", "_").replace(".", "_")
@@ -159,22 +159,35 @@ def train(
         if not json_out:
             info(f"registered run {binding.run_id}")
     publisher = Publisher(out, store, client, binding)
-    state: dict[str, Any] = {"committed": 0, "loss": float("nan")}
+    state: dict[str, Any] = {"committed": 0, "recorded": 0, "loss": float("nan")}
     with Progress(
         TextColumn("[bold]train[/bold]"),
         BarColumn(),
         TextColumn("step {task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("committed {task.fields[committed]}"),
+        TextColumn(
+            "checkpoints: {task.fields[committed]} committed, {task.fields[pending]} pending"
+        ),
         TimeElapsedColumn(),
         transient=json_out,
         disable=json_out,
     ) as progress:
-        bar = progress.add_task("train", total=spec.total_steps, loss=float("nan"), committed=0)
+        bar = progress.add_task(
+            "train", total=spec.total_steps, loss=float("nan"), committed=0, pending=0
+        )
+
+        def show_checkpoints() -> None:
+            pending = max(0, state["recorded"] - state["committed"])
+            progress.update(bar, committed=state["committed"], pending=pending)
 
         def on_sync(result: SyncResult) -> None:
             state["committed"] = result.committed_after
-            progress.update(bar, committed=result.committed_after)
+            show_checkpoints()
+
+        def on_record(record: CheckpointRecord | FinalRecord) -> None:
+            if isinstance(record, CheckpointRecord):
+                state["recorded"] = record.index + 1
+                show_checkpoints()
 
         def on_step(step: int, loss: float | None) -> None:
             if loss is not None:
@@ -188,7 +201,7 @@ def train(
                 out,
                 binding.run_id_bytes,
                 binding.run_seed,
-                listeners=[live],
+                listeners=[on_record, live],
                 resume=resume,
                 on_step=on_step,
             )

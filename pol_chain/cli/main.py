@@ -109,6 +109,19 @@ def _main(
         str | None,
         typer.Option(help="EVM JSON-RPC endpoint instead of the embedded Anvil."),
     ] = None,
+    keystore: Annotated[
+        str | None,
+        typer.Option(
+            help="Encrypted keystore to sign with (password: POLCHAIN_KEYSTORE_PASSWORD)."
+        ),
+    ] = None,
+    contract: Annotated[
+        str | None, typer.Option(help="ProofLedger address (default: the one recorded).")
+    ] = None,
+    kubo_api: Annotated[
+        str | None,
+        typer.Option(help="Also pin artefacts to this Kubo RPC (queued while it is down)."),
+    ] = None,
     debug: Annotated[
         bool, typer.Option("--debug", envvar="POLCHAIN_DEBUG", help="Show tracebacks.")
     ] = False,
@@ -121,6 +134,13 @@ def _main(
         overrides["home"] = home
     if rpc_url:
         overrides["rpc_url"] = rpc_url
+    if keystore:
+        overrides["keystore"] = keystore
+    if contract:
+        overrides["contract_address"] = contract
+    if kubo_api:
+        overrides["kubo_api"] = kubo_api
+        overrides["store_backend"] = "kubo"
     _state["overrides"] = overrides
 
 
