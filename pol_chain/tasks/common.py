@@ -1,4 +1,5 @@
-"""Helpers shared by the shipped tasks: step-wise LR schedule and simple augmentations."""
+"""Helpers shared by the shipped tasks: step-wise LR schedule, simple augmentations and
+the SGD + schedule + cross-entropy bundle both tasks train with."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["accuracy", "lr_lambda", "random_crop_flip", "random_shift"]
+from pol_chain.proof.task import TaskBundle
+
+__all__ = ["accuracy", "lr_lambda", "random_crop_flip", "random_shift", "sgd_bundle"]
 
 
 def lr_lambda(schedule: Mapping[str, Any], total_steps: int) -> Callable[[int], float]:
@@ -68,3 +72,42 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
         correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
     model.train(was_training)
     return correct / max(1, len(x))
+
+
+def sgd_bundle(
+    cfg: Mapping[str, Any],
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    device: torch.device,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    *,
+    nesterov: bool = False,
+) -> TaskBundle:
+    """Bundle ``model`` (already on ``device``) with SGD and the ``cfg["lr"]`` schedule.
+
+    ``cfg`` gives ``lr`` (``base`` plus :func:`lr_lambda`'s schedule), ``momentum``,
+    ``weight_decay``, ``epochs`` and ``batch_size``; ``data`` is ``(train_x, train_y,
+    test_x, test_y)``, moved to ``device``. Loss: cross-entropy; evaluation: test accuracy.
+    """
+    train_x, train_y, test_x, test_y = data
+    lr = dict(cfg["lr"])
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=float(lr["base"]),
+        momentum=float(cfg["momentum"]),
+        weight_decay=float(cfg["weight_decay"]),
+        nesterov=nesterov,
+    )
+    total = int(cfg["epochs"]) * (len(train_y) // int(cfg["batch_size"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(lr, total))
+    test_x, test_y = test_x.to(device), test_y.to(device)
+    return TaskBundle(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=nn.functional.cross_entropy,
+        train_x=train_x.to(device),
+        train_y=train_y.to(device),
+        augment=augment,
+        evaluate=lambda m: accuracy(m, test_x, test_y),
+    )

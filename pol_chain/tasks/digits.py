@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pol_chain.proof.task import TaskBundle
-from pol_chain.tasks.common import accuracy, lr_lambda, random_shift
+from pol_chain.tasks.common import random_shift, sgd_bundle
 
 __all__ = ["DEFAULT_CONFIG", "DigitsCNN", "build", "load_split"]
 
@@ -76,28 +76,13 @@ def load_split(
 def build(config: Mapping[str, Any], device: torch.device) -> TaskBundle:
     """Build the digits task from ``config`` (see :data:`DEFAULT_CONFIG`) on ``device``."""
     cfg = {**DEFAULT_CONFIG, **dict(config)}
-    train_x, train_y, test_x, test_y = load_split(
-        int(cfg["split_seed"]), float(cfg["test_fraction"])
-    )
+    data = load_split(int(cfg["split_seed"]), float(cfg["test_fraction"]))
     model = DigitsCNN(float(cfg["dropout"])).to(device)
-    lr = dict(cfg["lr"])
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=float(lr["base"]),
-        momentum=float(cfg["momentum"]),
-        weight_decay=float(cfg["weight_decay"]),
+    return sgd_bundle(
+        cfg,
+        model,
+        data,
+        device,
+        lambda x, gen: random_shift(x, gen, 1),
         nesterov=bool(cfg["nesterov"]),
-    )
-    total = int(cfg["epochs"]) * (len(train_y) // int(cfg["batch_size"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(lr, total))
-    test_x, test_y = test_x.to(device), test_y.to(device)
-    return TaskBundle(
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loss_fn=nn.functional.cross_entropy,
-        train_x=train_x.to(device),
-        train_y=train_y.to(device),
-        augment=lambda x, gen: random_shift(x, gen, 1),
-        evaluate=lambda m: accuracy(m, test_x, test_y),
     )

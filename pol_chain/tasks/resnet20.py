@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pol_chain.proof.task import TaskBundle
-from pol_chain.tasks.common import accuracy, lr_lambda, random_crop_flip
+from pol_chain.tasks.common import random_crop_flip, sgd_bundle
 
 __all__ = ["DEFAULT_CONFIG", "ResNet20", "build", "synthetic_cifar"]
 
@@ -92,23 +92,10 @@ def build(config: Mapping[str, Any], device: torch.device) -> TaskBundle:
     train_x, train_y = synthetic_cifar(int(cfg["train_size"]), seed, noise)
     test_x, test_y = synthetic_cifar(int(cfg["test_size"]), seed, noise, offset=1)
     model = ResNet20().to(device)
-    lr = dict(cfg["lr"])
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=float(lr["base"]),
-        momentum=float(cfg["momentum"]),
-        weight_decay=float(cfg["weight_decay"]),
-    )
-    total = int(cfg["epochs"]) * (len(train_y) // int(cfg["batch_size"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(lr, total))
-    test_x, test_y = test_x.to(device), test_y.to(device)
-    return TaskBundle(
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loss_fn=nn.functional.cross_entropy,
-        train_x=train_x.to(device),
-        train_y=train_y.to(device),
-        augment=lambda x, gen: random_crop_flip(x, gen, 4),
-        evaluate=lambda m: accuracy(m, test_x, test_y),
+    return sgd_bundle(
+        cfg,
+        model,
+        (train_x, train_y, test_x, test_y),
+        device,
+        lambda x, gen: random_crop_flip(x, gen, 4),
     )
