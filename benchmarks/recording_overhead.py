@@ -47,9 +47,10 @@ def main() -> None:
         med, raw = ratio({"epochs": 20, "k": k}, DIGITS, 300, 11)
         out["digits_cnn"][f"k{k}"] = round(med, 4)  # type: ignore[index]
         out["raw"][f"digits_k{k}"] = [round(x, 4) for x in raw]  # type: ignore[index]
-    # CPU ResNet-20 is ~0.6 s/step at batch 32 on 2 cores: batch 8, 120 steps (W0, one
-    # checkpoint at step 100 and the last one at 120), three interleaved pairs
-    med, raw = ratio({"batch_size": 8, "k": 100, "train_size": 1200, "epochs": 1}, RESNET20, 120, 3)
+    # CPU ResNet-20 is ~0.6 s/step at batch 32 on 2 cores: batch 8, 400 steps (W0, three
+    # checkpoints and the final one: long enough that the per-run flush of the last
+    # checkpoint and model file does not dominate), five interleaved pairs
+    med, raw = ratio({"batch_size": 8, "k": 100, "train_size": 3200, "epochs": 1}, RESNET20, 400, 5)
     out["resnet20"]["k100"] = round(med, 4)  # type: ignore[index]
     out["raw"]["resnet20_k100"] = [round(x, 4) for x in raw]  # type: ignore[index]
     out["threads"] = threads
