@@ -61,6 +61,25 @@ def sqlite_transaction(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connect
         conn.close()
 
 
+@contextlib.contextmanager
+def _replaced_atomically(
+    dest: Path, *, buffering: int = -1, fsync: bool = False
+) -> Iterator[BinaryIO]:
+    """A temporary file next to ``dest`` to write; renamed over ``dest`` once the block
+    succeeds (after an fsync with ``fsync``), removed if it raises."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb", buffering=buffering) as f:
+            yield f
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 @dataclass(frozen=True)
 class GcReport:
     """What :meth:`LocalStore.gc` removed."""
@@ -532,18 +551,9 @@ class LocalStore(ArtefactStore):
         """Write the verified content of ``cid`` to ``dest`` (temp file + rename)."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as f:
-                for chunk in self.iter_content(cid, expect_sha256=expect_sha256):
-                    f.write(chunk)
-                if self.durable:
-                    os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with _replaced_atomically(dest, buffering=0, fsync=self.durable) as f:
+            for chunk in self.iter_content(cid, expect_sha256=expect_sha256):
+                f.write(chunk)
         return dest
 
     def size(self, cid: str) -> int:
@@ -670,16 +680,8 @@ class LocalStore(ArtefactStore):
         if hasattr(dest, "write"):
             return write_car(dest, [root], self.iter_dag(root))  # type: ignore[arg-type]
         path = Path(dest)  # type: ignore[arg-type]
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                n = write_car(f, [root], self.iter_dag(root))
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return n
+        with _replaced_atomically(path) as f:
+            return write_car(f, [root], self.iter_dag(root))
 
     def import_car(
         self, src: str | os.PathLike[str] | BinaryIO, *, pin: bool = True, name: str = ""
