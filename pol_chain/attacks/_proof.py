@@ -43,13 +43,17 @@ __all__ = [
     "State",
     "StepList",
     "checkpoint_meta",
+    "first_per_epoch",
     "fresh_bundle",
     "honest_segment",
+    "initial_state",
     "interpolate",
+    "interpolation_step",
     "iter_steps",
     "leaves_of",
     "load_checkpoint",
     "load_model_file",
+    "load_target",
     "model_digest",
     "model_state",
     "param_names",
@@ -57,6 +61,7 @@ __all__ = [
     "read_segments",
     "require_claim",
     "run_order",
+    "steps_lrs",
     "write_proof",
 ]
 
@@ -128,6 +133,22 @@ def load_model_file(path: Path | str) -> State:
     return tensors
 
 
+def load_target(stolen_model: Path | str | Mapping[str, torch.Tensor]) -> tuple[State, State]:
+    """The stolen model (a model file's path, or its tensors named without ``model.``) as
+    ``(model-file tensors, checkpoint-named copies)``."""
+    target_model = (
+        load_model_file(stolen_model)
+        if isinstance(stolen_model, str | Path)
+        else dict(stolen_model)
+    )
+    return target_model, model_state(target_model)
+
+
+def initial_state(bundle: TaskBundle) -> State:
+    """Checkpoint-named copies of the model's current tensors (parameters and buffers)."""
+    return {f"model.{n}": v.detach().clone() for n, v in bundle.model.state_dict().items()}
+
+
 def param_names(bundle: TaskBundle) -> list[str]:
     """Checkpoint names (``model.<name>``) of the model's trainable parameters, in order."""
     return [f"model.{n}" for n, _ in bundle.model.named_parameters()]
@@ -151,6 +172,55 @@ def checkpoint_meta(bundle: TaskBundle, step: int) -> dict[str, Any]:
     if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
         lrs = [b * fn(step) for b, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)]
     return {"format": CHECKPOINT_FORMAT, "lr": lrs, "scheduler_position": step, "step": step}
+
+
+def steps_lrs(bundle: TaskBundle, start: int, end: int) -> list[float]:
+    """The (first group's) lr of steps ``start..end-1`` under the bundle's schedule."""
+    sched = bundle.scheduler
+    base = float(bundle.optimizer.param_groups[0]["initial_lr"]) if sched is not None else None
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) and base is not None:
+        return [base * sched.lr_lambdas[0](t) for t in range(start, end)]
+    return [float(bundle.optimizer.param_groups[0]["lr"])] * (end - start)
+
+
+def first_per_epoch(epochs: Sequence[int]) -> list[int]:
+    """The first segment (1-based) of each epoch, given each segment's epoch, never the
+    run's first or last segment (epochs with no other segment get none)."""
+    n = len(epochs)
+    chosen: list[int] = []
+    for e in sorted(set(epochs)):
+        members = [i + 1 for i, ep in enumerate(epochs) if ep == e and i + 1 not in (1, n)]
+        if members:
+            chosen.append(members[0])
+    return chosen
+
+
+def interpolation_step(
+    bundle: TaskBundle,
+    cur: Mapping[str, torch.Tensor],
+    target: Mapping[str, torch.Tensor],
+    params: Sequence[str],
+    start: int,
+    end: int,
+    left: int,
+) -> tuple[State, dict[str, Any]]:
+    """A forged segment ``start..end`` that moves ``cur`` 1/``left`` of the straight line to
+    ``target`` (exactly ``target`` when ``left`` is 1; integer buffers advance by the step
+    count), with the momentum buffers that would carry that jump at the segment's lr;
+    returns the checkpoint and its metadata."""
+    t = 1.0 / left
+    nxt: State = {}
+    for key, value in target.items():
+        if left == 1:
+            nxt[key] = value.clone()  # exactly the stolen weights
+        elif value.is_floating_point():
+            nxt[key] = cur[key] + (value - cur[key]) * t
+        else:
+            nxt[key] = cur[key] + (end - start)
+    lr = steps_lrs(bundle, start, end)
+    for pid, key in enumerate(params):  # velocity that would carry the jump at this lr
+        nxt[f"optim.{pid}.momentum_buffer"] = (cur[key] - nxt[key]) / (sum(lr) or 1.0)
+    return nxt, checkpoint_meta(bundle, end)
 
 
 def honest_segment(

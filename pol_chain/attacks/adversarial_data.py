@@ -31,14 +31,17 @@ from pol_chain.attacks._proof import (
     State,
     StepList,
     checkpoint_meta,
+    first_per_epoch,
     fresh_bundle,
-    load_model_file,
-    model_state,
+    initial_state,
+    interpolation_step,
+    load_target,
+    param_names,
     require_claim,
     run_order,
     write_proof,
 )
-from pol_chain.attacks.interpolation import _steps_lrs, segment_bounds, segment_epochs
+from pol_chain.attacks.interpolation import segment_bounds, segment_epochs
 from pol_chain.proof.engine import capture_state, restore_state, run_step
 from pol_chain.proof.seeds import make_generator
 from pol_chain.proof.serialization import load_state_bytes, serialize_state
@@ -110,25 +113,15 @@ def forge_adversarial_data_proof(
     """
     cost = AttackCost()
     t0 = time.perf_counter()
-    target_model = (
-        load_model_file(stolen_model)
-        if isinstance(stolen_model, str | Path)
-        else dict(stolen_model)
-    )
-    target = model_state(target_model)
+    target_model, target = load_target(stolen_model)
     bundle = fresh_bundle(spec, run_seed)
     bundle.train_x = bundle.train_x.clone()  # the claimed dataset, perturbed in place
     frozen = torch.zeros(len(bundle.train_x), dtype=torch.bool)
-    params = [f"model.{n}" for n, _ in bundle.model.named_parameters()]
+    params = param_names(bundle)
     bounds = segment_bounds(spec)
-    epochs = segment_epochs(spec)
     n = len(bounds)
-    steered: list[int] = []
-    for e in sorted(set(epochs)):
-        members = [i + 1 for i, ep in enumerate(epochs) if ep == e and i + 1 not in (1, n)]
-        if members:
-            steered.append(members[0])
-    cur: State = {f"model.{k}": v.detach().clone() for k, v in bundle.model.state_dict().items()}
+    steered = first_per_epoch(segment_epochs(spec))
+    cur = initial_state(bundle)
     meta: dict[str, Any] = checkpoint_meta(bundle, 0)
     states: list[tuple[State, dict[str, Any]]] = [(dict(cur), meta)]
     segments: list[StepList] = []
@@ -156,20 +149,8 @@ def forge_adversarial_data_proof(
             tensors, meta = capture_state(bundle.model, bundle.optimizer, bundle.scheduler, step)
             cur = {k: v.detach().clone() for k, v in tensors.items()}
         else:
-            t = 1.0 / interp_left
+            cur, meta = interpolation_step(bundle, cur, target, params, start, end, interp_left)
             interp_left -= 1
-            nxt: State = {}
-            for key, value in target.items():
-                if interp_left == 0:
-                    nxt[key] = value.clone()  # exactly the stolen weights
-                elif value.is_floating_point():
-                    nxt[key] = cur[key] + (value - cur[key]) * t
-                else:
-                    nxt[key] = cur[key] + (end - start)
-            lr = _steps_lrs(spec, bundle, start, end)
-            for pid, key in enumerate(params):
-                nxt[f"optim.{pid}.momentum_buffer"] = (cur[key] - nxt[key]) / (sum(lr) or 1.0)
-            cur, meta = nxt, checkpoint_meta(bundle, end)
         states.append((dict(cur), dict(meta)))
     data = serialize_state({"x": bundle.train_x, "y": bundle.train_y}, {"format": "claimed-data"})
     leaves, digest = write_proof(

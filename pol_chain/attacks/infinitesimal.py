@@ -28,8 +28,9 @@ from pol_chain.attacks._proof import (
     StepList,
     checkpoint_meta,
     fresh_bundle,
-    load_model_file,
-    model_state,
+    initial_state,
+    load_target,
+    param_names,
     require_claim,
     run_order,
     write_proof,
@@ -87,19 +88,14 @@ def forge_infinitesimal_proof(
     """
     cost = AttackCost()
     t0 = time.perf_counter()
-    target_model = (
-        load_model_file(stolen_model)
-        if isinstance(stolen_model, str | Path)
-        else dict(stolen_model)
-    )
-    target = model_state(target_model)
+    target_model, target = load_target(stolen_model)
     tiny = infinitesimal_spec(spec, lr_factor, k, epochs_factor)
     proof_spec = infinitesimal_proof_spec(
         spec, claim, lr_factor=lr_factor, k=k, epochs_factor=epochs_factor
     )
     bundle = fresh_bundle(tiny, run_seed)  # W0: the run seed's own init
-    w0: State = {f"model.{n}": v.detach().clone() for n, v in bundle.model.state_dict().items()}
-    params = [f"model.{n}" for n, _ in bundle.model.named_parameters()]
+    w0 = initial_state(bundle)
+    params = param_names(bundle)
     bounds = segment_bounds(proof_spec)
     n = len(bounds)
     states: list[tuple[State, dict[str, Any]]] = [(w0, checkpoint_meta(bundle, 0))]

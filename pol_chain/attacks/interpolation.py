@@ -39,12 +39,15 @@ from pol_chain.attacks._proof import (
     State,
     StepList,
     checkpoint_meta,
+    first_per_epoch,
     fresh_bundle,
     honest_segment,
-    load_model_file,
-    model_state,
+    interpolation_step,
+    load_target,
+    param_names,
     require_claim,
     run_order,
+    steps_lrs,
     write_proof,
 )
 from pol_chain.attacks.reference import init_layers
@@ -93,14 +96,6 @@ def momentum_displacement(lrs: list[float], momentum: float) -> float:
     return sum(lr * momentum ** (t + 1) for t, lr in enumerate(lrs))
 
 
-def _steps_lrs(spec: TaskSpec, bundle: Any, start: int, end: int) -> list[float]:
-    sched = bundle.scheduler
-    base = float(bundle.optimizer.param_groups[0]["initial_lr"]) if sched is not None else None
-    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) and base is not None:
-        return [base * sched.lr_lambdas[0](t) for t in range(start, end)]
-    return [float(bundle.optimizer.param_groups[0]["lr"])] * (end - start)
-
-
 def forge_interpolated_proof(
     stolen_model: Path | str | Mapping[str, torch.Tensor],
     out: Path | str,
@@ -122,12 +117,7 @@ def forge_interpolated_proof(
     """
     cost = AttackCost()
     start_time = time.perf_counter()
-    target_model = (
-        load_model_file(stolen_model)
-        if isinstance(stolen_model, str | Path)
-        else {k: v.clone() for k, v in stolen_model.items()}
-    )
-    target = model_state(target_model)
+    target_model, target = load_target(stolen_model)
     bundle = fresh_bundle(spec, run_seed)
     w0_model = {k: v.detach().clone() for k, v in bundle.model.state_dict().items()}
     if init == "rank_matched":
@@ -138,15 +128,11 @@ def forge_interpolated_proof(
     epochs = segment_epochs(spec)
     n = len(bounds)
     if honest_segments is None:
-        honest_segments = []
-        for e in sorted(set(epochs)):
-            members = [i + 1 for i, ep in enumerate(epochs) if ep == e and i + 1 not in (1, n)]
-            if members:
-                honest_segments.append(members[0])
+        honest_segments = first_per_epoch(epochs)
     honest = set(honest_segments)
     if 1 in honest or n in honest:
         raise ValueError("the first and last segment cannot be the honest ones here")
-    param_keys = [f"model.{name}" for name, _ in bundle.model.named_parameters()]
+    param_keys = param_names(bundle)
     pids = {key: i for i, key in enumerate(param_keys)}
     momentum = float(bundle.optimizer.param_groups[0].get("momentum", 0.0))
     cur: State = {f"model.{k}": v for k, v in w0_model.items()}
@@ -158,7 +144,7 @@ def forge_interpolated_proof(
         steps = run_order(spec, run_seed, start, end)
         segments.append(steps)
         if i in honest:
-            lrs = _steps_lrs(spec, bundle, start, end)
+            lrs = steps_lrs(bundle, start, end)
             scale = boost / max(1e-12, momentum_displacement(lrs, momentum))
             boosted = dict(cur)
             for key in param_keys:  # the momentum buffer a replay will start from
@@ -166,20 +152,8 @@ def forge_interpolated_proof(
             states[-1] = (boosted, states[-1][1])
             cur, meta = honest_segment(bundle, boosted, states[-1][1], steps, cost)
         else:
-            t = 1.0 / interp_left
+            cur, meta = interpolation_step(bundle, cur, target, param_keys, start, end, interp_left)
             interp_left -= 1
-            nxt: State = {}
-            for key, value in target.items():
-                if interp_left == 0:
-                    nxt[key] = value.clone()  # exactly the stolen weights
-                elif value.is_floating_point():
-                    nxt[key] = cur[key] + (value - cur[key]) * t
-                else:
-                    nxt[key] = cur[key] + (end - start)
-            lr = _steps_lrs(spec, bundle, start, end)
-            for key in param_keys:  # velocity that would carry the jump at this lr
-                nxt[f"optim.{pids[key]}.momentum_buffer"] = (cur[key] - nxt[key]) / (sum(lr) or 1.0)
-            cur, meta = nxt, checkpoint_meta(bundle, end)
         states.append((dict(cur), dict(meta)))
     leaves, digest = write_proof(out, spec, run_id, states, segments)
     cost.seconds = time.perf_counter() - start_time

@@ -30,13 +30,15 @@ from pol_chain.attacks._proof import (
     checkpoint_meta,
     fresh_bundle,
     honest_segment,
-    load_model_file,
-    model_state,
+    initial_state,
+    load_target,
+    param_names,
     require_claim,
     run_order,
+    steps_lrs,
     write_proof,
 )
-from pol_chain.attacks.interpolation import _steps_lrs, momentum_displacement, segment_bounds
+from pol_chain.attacks.interpolation import momentum_displacement, segment_bounds
 from pol_chain.proof.spec import TaskSpec
 
 __all__ = ["forge_momentum_steering_proof"]
@@ -54,18 +56,13 @@ def forge_momentum_steering_proof(
     """Forge a momentum-steered proof ending at ``stolen_model`` (see module doc)."""
     cost = AttackCost()
     t0 = time.perf_counter()
-    target_model = (
-        load_model_file(stolen_model)
-        if isinstance(stolen_model, str | Path)
-        else dict(stolen_model)
-    )
-    target = model_state(target_model)
+    target_model, target = load_target(stolen_model)
     bundle = fresh_bundle(spec, run_seed)
-    params = [f"model.{n}" for n, _ in bundle.model.named_parameters()]
+    params = param_names(bundle)
     mu = float(bundle.optimizer.param_groups[0].get("momentum", 0.0))
     if mu <= 0:
         raise ValueError("momentum steering needs an optimizer with momentum")
-    cur: State = {f"model.{n}": v.detach().clone() for n, v in bundle.model.state_dict().items()}
+    cur = initial_state(bundle)
     meta: dict[str, Any] = checkpoint_meta(bundle, 0)
     states: list[tuple[State, dict[str, Any]]] = [(cur, meta)]
     segments: list[StepList] = []
@@ -79,7 +76,7 @@ def forge_momentum_steering_proof(
             cur, meta = honest_segment(bundle, cur, meta, steps, cost)
             states.append((cur, meta))
             continue
-        s = momentum_displacement(_steps_lrs(spec, bundle, start, end), mu)
+        s = momentum_displacement(steps_lrs(bundle, start, end), mu)
         goal = {k: cur[k] + (target[k] - cur[k]) / (n - i + 1) for k in params}
         buf = {k: (cur[k] - goal[k]) / s for k in params}
         passes = refine_passes if i == n else 1
