@@ -117,5 +117,5 @@ def forge_infinitesimal_proof(
     leaves, digest = write_proof(out, proof_spec, run_id, states, segments)
     cost.seconds = time.perf_counter() - t0
     cost.notes = {"segments": n, "lr_factor": lr_factor, "claim": claim}
-    return ForgedProof(Path(out), run_id, leaves, digest, proof_spec, cost, dict(cost.notes))
     require_claim(digest, target_model)
+    return ForgedProof(Path(out), run_id, leaves, digest, proof_spec, cost, dict(cost.notes))

@@ -158,7 +158,7 @@ def forge_interpolated_proof(
     leaves, digest = write_proof(out, spec, run_id, states, segments)
     cost.seconds = time.perf_counter() - start_time
     cost.notes = {"honest_segments": sorted(honest), "init": init, "segments": n}
+    require_claim(digest, target_model)
     return ForgedProof(
         Path(out), run_id, leaves, digest, spec, cost, {"honest_segments": sorted(honest)}
     )
-    require_claim(digest, target_model)

@@ -97,5 +97,5 @@ def forge_momentum_steering_proof(
     leaves, digest = write_proof(out, spec, run_id, states, segments)
     cost.seconds = time.perf_counter() - t0
     cost.notes = {"final_residual_l2": residual, "segments": n}
-    return ForgedProof(Path(out), run_id, leaves, digest, spec, cost, dict(cost.notes))
     require_claim(digest, target_model)
+    return ForgedProof(Path(out), run_id, leaves, digest, spec, cost, dict(cost.notes))
