@@ -60,7 +60,8 @@ def measure(entry: str, steps: int, **config: object) -> dict[str, float]:
 
 def main() -> None:
     setup(threads=int(os.environ.get("POLCHAIN_BENCH_THREADS", "2")))
-    res = measure(RESNET20, 100, batch_size=8, k=25, train_size=800, epochs=1)
+    # 400 steps so that per-run fixed costs (task build, dataset root) do not dominate
+    res = measure(RESNET20, 400, batch_size=8, k=50, train_size=3200, epochs=1)
     dig = measure(DIGITS, 800, epochs=20, k=100)
     print(
         json.dumps(
