@@ -7,6 +7,7 @@ to it, and leaves committing and finalizing to the ordinary ``polchain commit`` 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,10 +72,8 @@ def copy(
     spec = TaskSpec.from_bytes(spec_file.read_bytes())
     binding, _, _ = register_spec(settings, spec, out, account)
     forged = rebind_proof(proof_dir, out, binding.run_id_bytes)
-    for leftover in ("published.json", "verification"):
-        target = out / leftover
-        if target.is_file():
-            target.unlink()
+    (out / "published.json").unlink(missing_ok=True)  # the victim's CID cache
+    shutil.rmtree(out / "verification", ignore_errors=True)  # the victim's local report
     binding.write(out)
     result = _summary(binding, forged, "copy")
     if json_out:

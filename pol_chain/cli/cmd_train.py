@@ -206,8 +206,8 @@ def train(
                 on_step=on_step,
             )
         finally:
-            sync = live.close()
-    sync = publisher.sync()
+            last_sync = live.close()  # its last sync runs after the final record
+    sync = last_sync if last_sync is not None else publisher.sync()
     final = None
     if finalize:
         final = publisher.finalize()

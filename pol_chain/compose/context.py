@@ -7,13 +7,17 @@ from typing import TYPE_CHECKING
 from pol_chain.config import Settings
 
 if TYPE_CHECKING:
+    from web3 import Web3
+
     from pol_chain.ledger import LedgerClient
     from pol_chain.store import ArtefactStore, LocalStore
 
 __all__ = ["ensure_ledger", "open_client", "open_local_store", "open_store"]
 
 
-def ensure_ledger(settings: Settings, *, force: bool = False) -> tuple[LedgerClient, bool]:
+def ensure_ledger(
+    settings: Settings, *, force: bool = False, w3: Web3 | None = None
+) -> tuple[LedgerClient, bool]:
     """Return the recorded ledger of the configured chain, deploying it when missing.
 
     On a local chain (the embedded Anvil, ids 31337/1337) a new deployment also grants
@@ -28,7 +32,8 @@ def ensure_ledger(settings: Settings, *, force: bool = False) -> tuple[LedgerCli
     )
     from pol_chain.ledger.accounts import LOCAL_CHAIN_IDS
 
-    w3 = connect_web3(settings.rpc_url or _embedded_url(settings))
+    if w3 is None:
+        w3 = connect_web3(settings.rpc_url or _embedded_url(settings))
     admin = resolve_account(
         w3, keystore=settings.keystore or None, account_index=settings.account_index
     )
@@ -62,7 +67,7 @@ def open_client(
     if settings.contract_address:
         return LedgerClient(w3, settings.contract_address, signer)
     if settings.embedded:
-        client, _ = ensure_ledger(settings)
+        client, _ = ensure_ledger(settings, w3=w3)
         return client if signer is None else client.with_account(signer)
     return load_deployed(w3, signer, settings.home)
 
