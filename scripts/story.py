@@ -58,6 +58,10 @@ class Story:
         if not self.quiet:
             print(f"\n\033[1m▶ {text}\033[0m", file=sys.stderr, flush=True)
 
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(f"  \033[2m{text}\033[0m", file=sys.stderr, flush=True)
+
     def cli(self, *args: str, json_out: bool = True, check: bool = True) -> Any:
         cmd = [*POLCHAIN, *args] + (["--json"] if json_out else [])
         if not self.quiet:
@@ -83,12 +87,18 @@ class Story:
         self.cli("init", json_out=False)
         self.cli("chain", "up")
         ledger = self.cli("deploy")
+        self.note(f"ProofLedger {ledger['ledger']} on chain {ledger['chain_id']}")
 
         self.say("Trainer trains digits; every checkpoint is stored and committed as it lands")
         honest = self.cli(
             "train", "digits", "--out", "runs/honest", "--no-finalize", "-a", str(TRAINER)
         )
         model = honest["model_path"]
+        self.note(
+            f"run {honest['run_id'][:18]}…: {honest['steps']} steps, test accuracy "
+            f"{honest['test_accuracy']:.3f}, {honest['committed']} checkpoints committed "
+            f"while training; model {honest['model_digest'][:18]}…"
+        )
 
         self.say("Early thief (leak before finalization) re-registers the public proof")
         early = self.cli(
@@ -96,6 +106,7 @@ class Story:
         )
         self.cli("commit", "runs/early-thief", "-a", str(EARLY_THIEF))
         self.cli("finalize", "runs/early-thief", "-a", str(EARLY_THIEF))
+        self.note(f"early thief {early['trainer']} claims the model as run {early['run_id'][:18]}…")
 
         self.say("Trainer finalizes: claims the model")
         self.cli("finalize", "runs/honest", "-a", str(TRAINER))
@@ -104,13 +115,21 @@ class Story:
         late = self.cli("attack", "forge", model, "--out", "runs/late-thief", "-a", str(LATE_THIEF))
         self.cli("commit", "runs/late-thief", "-a", str(LATE_THIEF))
         self.cli("finalize", "runs/late-thief", "-a", str(LATE_THIEF))
+        self.note(
+            f"late thief {late['trainer']} claims it as run {late['run_id'][:18]}… "
+            f"(forgery cost {late['cost']['gradient_steps']} gradient steps)"
+        )
 
         before = self.cli("owner", model)
+        self.note(f"owner now: {before['owner']} (the early thief: earliest claim)")
         self.say("Challenger challenges every claim on the model")
         opened = self.cli("challenge", model, "--all", "-a", str(CHALLENGER))
 
         self.say("Verifier agent fetches, replays and attests")
         verdicts = self.cli("agent", "--once")
+        for o in verdicts["outcomes"]:
+            verdict = "pass" if o["passed"] else f"fail ({', '.join(o['reasons'])})"
+            self.note(f"challenge #{o['challenge_id']} run {o['run_id'][:18]}…: {verdict}")
 
         self.say("Ownership history")
         self.cli("history", model, json_out=False)
