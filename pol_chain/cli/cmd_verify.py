@@ -177,4 +177,4 @@ def calibrate(settings: Settings, *, task: str, segments: int, json_out: bool) -
     )
     info(f"bitwise identical replay: {result['bitwise_identical']}")
     info(f"recommended: rho = {rec['rho']:.3e}, c = {rec['c']:.4f}")
-    info("set them under [policy] in the config file (rho, cos)")
+    info("set them under \\[policy] in the config file (rho, cos)")

@@ -1,4 +1,4 @@
-"""`polchain store …` round trip: add, get (with a required digest), export, import, verify."""
+"""`polchain store …` round trip, and `polchain calibrate` (no chain needed)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,11 @@ def test_store_round_trip(cli: Cli, tmp_path: Path) -> None:
     report = other.json("store", "verify")
     # two identical 1 MiB chunks are stored once: 2 distinct leaves + the root
     assert report["damaged"] == [] and report["checked"] == 3
+
+
+def test_calibrate_recommends_thresholds(cli: Cli) -> None:
+    result = cli.json("calibrate", "digits", "--segments", "2")
+    assert result["bitwise_identical"]["deterministic"] is True
+    rec = result["recommended"]
+    assert 0 < rec["rho"] < 1 and 0.5 <= rec["c"] <= 0.99
+    assert rec["rho"] >= result["honest"]["max_normalized_error"]  # honest replays pass
