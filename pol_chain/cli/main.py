@@ -60,10 +60,27 @@ app.add_typer(attack_app, name="attack")
 _state: dict[str, Any] = {"debug": False, "overrides": {}}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+RhoOpt = Annotated[
+    float | None, typer.Option("--rho", help="Max normalized error per segment (policy ρ).")
+]
+CosOpt = Annotated[
+    float | None, typer.Option("--cos", help="Min directional cosine per segment (policy c).")
+]
+RandomOpt = Annotated[
+    int | None, typer.Option("--random", "-m", help="Random segments per challenge (policy m).")
+]
+TopQOpt = Annotated[int | None, typer.Option("--top-q", help="Top-Q segments per epoch.")]
 AccountOpt = Annotated[
     int | None,
     typer.Option("--account", "-a", help="Anvil dev account index (embedded chain only)."),
 ]
+
+
+def _policy(rho: float | None, cos: float | None, m: int | None, q: int | None) -> None:
+    """Let policy flags override the config file and environment."""
+    for key, value in (("policy_rho", rho), ("policy_cos", cos), ("policy_m", m), ("policy_q", q)):
+        if value is not None:
+            _state["overrides"][key] = value
 
 
 def _call(module: str, func: str, **kwargs: Any) -> None:
@@ -328,6 +345,10 @@ def challenge(
 def agent(
     once: Annotated[bool, typer.Option(help="Handle pending challenges, then exit.")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between polls.")] = 2.0,
+    rho: RhoOpt = None,
+    cos: CosOpt = None,
+    random_segments: RandomOpt = None,
+    top_q: TopQOpt = None,
     account: AccountOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -335,6 +356,7 @@ def agent(
 
     Example: polchain agent --once
     """
+    _policy(rho, cos, random_segments, top_q)
     _call("cmd_agent", "agent", once=once, poll=poll, account=account, json_out=json_out)
 
 
@@ -346,12 +368,17 @@ def verify(
     ] = None,
     full: Annotated[bool, typer.Option(help="Replay every segment.")] = False,
     report_dir: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
+    rho: RhoOpt = None,
+    cos: CosOpt = None,
+    random_segments: RandomOpt = None,
+    top_q: TopQOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a proof locally (no transaction is sent).
 
     Example: polchain verify runs/digits --full
     """
+    _policy(rho, cos, random_segments, top_q)
     _call(
         "cmd_verify",
         "verify",
