@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from pol_chain.ledger.anvil import free_port
 
 __all__ = ["main", "median_wall"]
 
@@ -46,12 +47,6 @@ POLCHAIN = (
     ]
 )
 TARGETS = {"help_s": 0.5, "history_s": 1.5}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(home: Path | None = None, port: int | None = None) -> dict[str, str]:
@@ -197,7 +192,7 @@ def main() -> int:
         if why:
             details.append(why)
             out["story_wall_s"] = round(seconds, 1)  # how long the failing story ran
-    port = _free_port()
+    port = free_port()
     homes: list[tuple[Path, Path]] = []  # (home, cwd) of every chain this may start
     try:
         if story is not None:

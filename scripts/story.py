@@ -19,23 +19,18 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from pol_chain.ledger.anvil import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 POLCHAIN = [sys.executable, "-m", "pol_chain.cli"]
 
 TRAINER, VERIFIER, EARLY_THIEF, LATE_THIEF, CHALLENGER = 0, 1, 2, 3, 4
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Story:

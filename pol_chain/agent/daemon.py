@@ -239,8 +239,9 @@ class VerifierAgent:
 
         out_dir = self.work_dir / "reports" / f"challenge-{challenge_id}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        rho = self.policy.rho if self.policy else 0.01
-        cos = self.policy.c if self.policy else 0.99
+        from pol_chain.proof.policy import Policy
+
+        policy = self.policy or Policy()
         data: dict[str, Any] = {
             "challenge_seed": "0x" + seed.hex(),
             "checks": {reason: {"details": [why[:500]], "ok": False}},
@@ -248,7 +249,7 @@ class VerifierAgent:
             "reasons": [reason],
             "run_id": "0x" + run_id.hex(),
             "segments": [],
-            "thresholds": {"c": cos, "rho": rho},
+            "thresholds": {"c": policy.c, "rho": policy.rho},
             "verdict": "fail",
         }
         (out_dir / "report.json").write_bytes(canonical_json(data))

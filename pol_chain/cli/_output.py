@@ -7,35 +7,16 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["emit_json", "info", "table", "to_jsonable"]
-
-
-def to_jsonable(value: Any) -> Any:
-    """Turn dataclasses, bytes and paths into JSON-friendly values (bytes as 0x-hex)."""
-    for method in ("to_dict", "to_json"):
-        convert = getattr(value, method, None)
-        if callable(convert):
-            converted = convert()
-            if isinstance(converted, dict):
-                return to_jsonable(converted)
-    if hasattr(value, "__dataclass_fields__"):
-        return {k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
-    if isinstance(value, bytes | bytearray):
-        return "0x" + bytes(value).hex()
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if hasattr(value, "value") and hasattr(value, "name"):  # enums
-        return value.name
-    return str(value)
+__all__ = ["emit_json", "info", "table"]
 
 
 def emit_json(value: Any) -> None:
-    """Print ``value`` as one JSON document on stdout."""
-    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=True) + "\n")
+    """Print ``value`` as one JSON document on stdout (dataclasses, bytes as 0x-hex and
+    enums by name via :func:`pol_chain.ledger.types.jsonable`; paths as strings)."""
+    from pol_chain.ledger.types import jsonable
+
+    text = json.dumps(jsonable(value), indent=2, sort_keys=True, default=str)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
