@@ -21,13 +21,13 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
+from pol_chain.format import Segment  # noqa: E402
 from pol_chain.proof import TaskSpec, make_spec  # noqa: E402
-from pol_chain.proof.canonical import from_hex, parse_canonical_json  # noqa: E402
 from pol_chain.proof.engine import StepSampler, replay_steps, run_step, step_seeds  # noqa: E402
 from pol_chain.proof.loop import build_bundle, train  # noqa: E402
 from pol_chain.proof.manifest import DirectorySource  # noqa: E402
 from pol_chain.proof.policy import Policy  # noqa: E402
-from pol_chain.proof.serialization import load_state_bytes  # noqa: E402
+from pol_chain.proof.serialization import load_checkpoint_bytes  # noqa: E402
 from pol_chain.proof.task import TaskBundle, configure_determinism  # noqa: E402
 from pol_chain.proof.verifier import compare_states, verify_dir  # noqa: E402
 from pol_chain.tasks import RESNET20  # noqa: E402
@@ -66,17 +66,20 @@ def replay_segments(
     rows, seconds, steps = [], 0.0, 0
     for i in picks:
         e0, e1 = man.entries[i - 1], man.entries[i]
-        start, meta = load_state_bytes(src.get(from_hex(e0["checkpoint"]["sha256"])), "start")
-        end, _ = load_state_bytes(src.get(from_hex(e1["checkpoint"]["sha256"])), "end")
-        seg = parse_canonical_json(src.get(from_hex(e1["segment"]["sha256"])), "segment")
+        assert e1.segment is not None
+        start, meta = load_checkpoint_bytes(src.get(e0.checkpoint.sha256), "start")
+        end, _ = load_checkpoint_bytes(src.get(e1.checkpoint.sha256), "end")
+        seg = Segment.from_bytes(src.get(e1.segment.sha256))
         _sync(device)
         t = time.perf_counter()
-        state, _ = replay_steps(bundle, start, meta, seg["steps"])
+        state, _ = replay_steps(bundle, start, meta, seg.steps)
         _sync(device)
         seconds += time.perf_counter() - t
-        steps += len(seg["steps"])
+        steps += len(seg.steps)
         cmp = compare_states(state, end, start)
-        rows.append({"segment": i, "bitwise_identical": cmp["bitwise_identical"], **cmp["metrics"]})
+        rows.append(
+            {"segment": i, "bitwise_identical": cmp.bitwise_identical, **cmp.metrics.to_json()}
+        )
     return rows, seconds, steps
 
 
@@ -157,9 +160,9 @@ def main() -> None:
             out_dir=out_dir,
         )
         res["verify_gpu"] = {
-            "verdict": report.data["verdict"],
-            "reasons": report.reasons,
-            "bitwise_identical": report.data["bitwise_identical"],
+            "verdict": report.verdict,
+            "reasons": report.reason_codes,
+            "bitwise_identical": report.bitwise_identical,
             "seconds": round(time.perf_counter() - t, 3),
         }
     finally:

@@ -47,7 +47,7 @@ def measure(entry: str, steps: int, **config: object) -> dict[str, float]:
         )
         verify_s = time.perf_counter() - t
         replay_s = verify_s  # whole verification: integrity, membership, replay, report
-        assert report.passed and report.data["bitwise_identical"], report.reasons
+        assert report.passed and report.bitwise_identical, report.reasons
         return {
             "replay_steps_per_s": round(steps / replay_s, 2),
             "replay_vs_train": round((steps / replay_s) / (steps / rec), 4),

@@ -111,7 +111,7 @@ def run_id(trainer: str | bytes, nonce: int) -> bytes:
 
 
 def run_seed(chain_id: int, ledger_address: str | bytes, run: bytes | str) -> bytes:
-    """Return the 32-byte seed every random choice of a run derives from (PROTOCOL §2)."""
+    """Return the 32-byte seed every random choice of a run derives from (docs/protocol.md §2)."""
     return keccak256(_word_uint(chain_id) + _word_address(ledger_address) + to_bytes32(run))
 
 

@@ -14,15 +14,15 @@ since a trainer who does not publish their proof must not escape refutation.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pol_chain.agent.html import write_html_report
 from pol_chain.agent.state import AgentState
+from pol_chain.format import Check, FormatError, Reason, Report, Thresholds
 
 if TYPE_CHECKING:
     from pol_chain.ledger import LedgerClient
@@ -87,10 +87,9 @@ class VerifierAgent:
     def discover(self) -> list[int]:
         """Record challenges opened since the last scan; return the pending ones."""
         start = self.state.next_block(self.client.deploy_block or 0)
-        latest = int(self.client.w3.eth.block_number)
+        latest = self.client.block_number()
         if latest >= start:
-            event = self.client.contract.events.ChallengeOpened
-            for log in event.get_logs(from_block=start, to_block=latest):
+            for log in self.client.logs("ChallengeOpened", from_block=start, to_block=latest):
                 self.state.see(int(log["args"]["challengeId"]), "0x" + log["args"]["runId"].hex())
             self.state.set_next_block(latest + 1)
         return self.state.pending()
@@ -123,7 +122,7 @@ class VerifierAgent:
             return ChallengeOutcome(
                 challenge_id, run_hex, "closed", detail=info.status.name.lower()
             )
-        if self.client.contract.functions.hasAttested(challenge_id, self.verifier).call():
+        if self.client.has_attested(challenge_id, self.verifier):
             self.state.mark(challenge_id, "attested")
             return self._outcome(challenge_id, "attested", "already voted")
         row = self.state.get(challenge_id)
@@ -141,7 +140,9 @@ class VerifierAgent:
                 if not (exc.missing and row.attempts >= self.max_missing_attempts):
                     self.log(f"challenge {challenge_id}: waiting for artefacts ({exc})")
                     return ChallengeOutcome(challenge_id, run_hex, "pending", detail=str(exc))
-                self._record_failure(challenge_id, info.run_id, seed, "missing_artefact", str(exc))
+                self._record_failure(
+                    challenge_id, info.run_id, seed, Reason.MISSING_ARTEFACT, str(exc)
+                )
         row = self.state.get(challenge_id)
         assert row is not None and row.report_digest and row.report_cid is not None
         self.client.attest(challenge_id, bool(row.passed), row.report_digest, row.report_cid)
@@ -156,7 +157,10 @@ class VerifierAgent:
         if row.report_dir:
             report_json = Path(row.report_dir) / "report.json"
             if report_json.exists():
-                reasons = list(json.loads(report_json.read_text()).get("reasons", []))
+                try:
+                    reasons = Report.from_bytes(report_json.read_bytes()).reason_codes
+                except FormatError:
+                    reasons = []
             html = str(Path(row.report_dir) / "report.html")
         return ChallengeOutcome(
             challenge_id,
@@ -181,7 +185,7 @@ class VerifierAgent:
             except SeedNotReady:
                 if self.client.chain_id not in LOCAL_CHAIN_IDS:
                     return None
-                self.client.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+                self.client.mine()
             except SeedExpired:
                 self.client.seal_randomness(challenge_id)  # re-anchors to a future block
         return None
@@ -208,7 +212,7 @@ class VerifierAgent:
         except Exception as exc:  # noqa: BLE001 - classified below
             self._on_error(challenge_id, run_id, seed, exc)
             return
-        self._pin(challenge_id, run_id, report.data, report.passed, out_dir)
+        self._pin(challenge_id, run_id, report, out_dir)
 
     def _on_error(self, challenge_id: int, run_id: bytes, seed: bytes, exc: Exception) -> None:
         """Store trouble delays (``_Unavailable``); a bad proof fails with a reason code."""
@@ -221,50 +225,44 @@ class VerifierAgent:
         if isinstance(exc, BlockNotFound | KeyError):
             raise _Unavailable(f"artefact missing: {exc}", missing=True) from exc
         if isinstance(exc, StoreIntegrityError):
-            self._record_failure(challenge_id, run_id, seed, "artefact_digest", str(exc))
+            self._record_failure(challenge_id, run_id, seed, Reason.ARTEFACT_DIGEST, str(exc))
         elif isinstance(exc, MalformedArtefactError):
-            self._record_failure(challenge_id, run_id, seed, "malformed_artefact", str(exc))
+            self._record_failure(challenge_id, run_id, seed, Reason.MALFORMED_ARTEFACT, str(exc))
         elif isinstance(exc, ProofError):
-            self._record_failure(challenge_id, run_id, seed, "spec_invalid", str(exc))
+            self._record_failure(challenge_id, run_id, seed, Reason.SPEC_INVALID, str(exc))
         elif isinstance(exc, StoreError):
             raise _Unavailable(f"store error: {exc}", missing=False) from exc
         else:
             raise exc
 
     def _record_failure(
-        self, challenge_id: int, run_id: bytes, seed: bytes, reason: str, why: str
+        self, challenge_id: int, run_id: bytes, seed: bytes, reason: Reason, why: str
     ) -> None:
         """Fail a run that cannot even be replayed (unavailable or malformed artefacts)."""
-        from pol_chain.proof.canonical import canonical_json
+        from pol_chain.proof.canonical import atomic_write
+        from pol_chain.proof.policy import Policy
 
         out_dir = self.work_dir / "reports" / f"challenge-{challenge_id}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        from pol_chain.proof.policy import Policy
-
         policy = self.policy or Policy()
-        data: dict[str, Any] = {
-            "challenge_seed": "0x" + seed.hex(),
-            "checks": {reason: {"details": [why[:500]], "ok": False}},
-            "format": "polchain-report-v1",
-            "reasons": [reason],
-            "run_id": "0x" + run_id.hex(),
-            "segments": [],
-            "thresholds": {"c": policy.c, "rho": policy.rho},
-            "verdict": "fail",
-        }
-        (out_dir / "report.json").write_bytes(canonical_json(data))
-        png = out_dir / "report.png"
-        png.unlink(missing_ok=True)
-        self._pin(challenge_id, run_id, data, False, out_dir)
+        report = Report.build(
+            run_id=run_id,
+            challenge_seed=seed,
+            reasons=[reason],
+            checks={reason.value: Check(False, (why[:500],))},
+            thresholds=Thresholds(rho=policy.rho, c=policy.c),
+            policy=policy.to_json(),
+        )
+        atomic_write(out_dir / "report.json", report.to_bytes())
+        (out_dir / "report.png").unlink(missing_ok=True)
+        self._pin(challenge_id, run_id, report, out_dir)
 
-    def _pin(
-        self, challenge_id: int, run_id: bytes, data: dict[str, Any], passed: bool, out_dir: Path
-    ) -> None:
+    def _pin(self, challenge_id: int, run_id: bytes, report: Report, out_dir: Path) -> None:
         """Write the HTML page, pin report JSON/PNG/HTML, and record the verification."""
         report_json = out_dir / "report.json"
         png = out_dir / "report.png"
         html = write_html_report(
-            data,
+            report,
             png if png.exists() else None,
             out_dir / "report.html",
             {
@@ -282,7 +280,7 @@ class VerifierAgent:
         if png.exists():
             self.store.put_file(png, name=f"report-{challenge_id}.png")
         self.store.put_file(html, name=f"report-{challenge_id}.html")
-        self.state.verified(challenge_id, passed, "0x" + digest, report_cid, str(out_dir))
+        self.state.verified(challenge_id, report.passed, "0x" + digest, report_cid, str(out_dir))
 
 
 def _best_device() -> str:

@@ -7,6 +7,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from pol_chain.format import Check, Report
+
 __all__ = ["write_html_report"]
 
 
@@ -18,34 +20,33 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _details(check: dict[str, Any]) -> list[str]:
-    found = check.get("details", check.get("detail", []))
-    return [str(d) for d in found] if isinstance(found, list) else [str(found)]
+def _check(name: str, check: Check) -> str:
+    state = "ok" if check.ok else "FAILED"
+    return f"<li><b>{html.escape(name)}</b>: {state} {html.escape('; '.join(check.details))}</li>"
 
 
 def write_html_report(
-    report: dict[str, Any], png: Path | None, path: Path, context: dict[str, str]
+    report: Report, png: Path | None, path: Path, context: dict[str, str]
 ) -> Path:
     """Write ``path``: the verdict, reasons, thresholds and per-segment distances."""
-    rho = report["thresholds"]["rho"]
-    c = report["thresholds"]["c"]
+    rho, c = report.thresholds.rho, report.thresholds.c
     rows = []
-    for seg in report["segments"]:
-        m = seg["metrics"]
-        ok = "pass" if seg["passed"] else "fail"
+    for seg in report.segments:
+        m = seg.metrics
+        ok = "pass" if seg.passed else "fail"
+
+        def metric(name: str, m: Any = m) -> str:
+            return _fmt(getattr(m, name) if m is not None else None)
+
         rows.append(
-            f"<tr class='{ok}'><td>{seg['index']}</td><td>{seg['start_step']}→{seg['end_step']}</td>"
-            f"<td>{_fmt(', '.join(seg.get('selected_by', [])))}</td>"
-            f"<td>{_fmt(m.get('l1'))}</td><td>{_fmt(m.get('l2'))}</td><td>{_fmt(m.get('linf'))}</td>"
-            f"<td>{_fmt(m.get('cosine'))}</td><td>{_fmt(m.get('normalized_error'))}</td>"
-            f"<td>{_fmt(rho)}</td><td>{_fmt(m.get('direction_cosine'))}</td><td>{_fmt(c)}</td>"
-            f"<td>{'yes' if seg.get('bitwise_identical') else 'no'}</td><td>{ok}</td></tr>"
+            f"<tr class='{ok}'><td>{seg.index}</td><td>{seg.start_step}→{seg.end_step}</td>"
+            f"<td>{_fmt(', '.join(seg.selected_by))}</td>"
+            f"<td>{metric('l1')}</td><td>{metric('l2')}</td><td>{metric('linf')}</td>"
+            f"<td>{metric('cosine')}</td><td>{metric('normalized_error')}</td>"
+            f"<td>{_fmt(rho)}</td><td>{metric('direction_cosine')}</td><td>{_fmt(c)}</td>"
+            f"<td>{'yes' if seg.bitwise_identical else 'no'}</td><td>{ok}</td></tr>"
         )
-    checks = "".join(
-        f"<li><b>{html.escape(name)}</b>: {'ok' if v.get('ok') else 'FAILED'} "
-        f"{html.escape('; '.join(_details(v)))}</li>"
-        for name, v in sorted(report.get("checks", {}).items())
-    )
+    checks = "".join(_check(name, v) for name, v in sorted(report.checks.items()))
     img = ""
     if png is not None and png.exists():
         data = base64.b64encode(png.read_bytes()).decode()
@@ -54,7 +55,7 @@ def write_html_report(
         f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(v)}</code></td></tr>"
         for k, v in context.items()
     )
-    verdict = report["verdict"]
+    verdict = report.verdict
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pol_chain report — {verdict}</title>
 <style>
@@ -65,7 +66,7 @@ tr.fail td{{background:#fde8e8}}tr.pass td{{background:#eefbea}}
 </style></head><body>
 <h1>Proof-of-learning verification</h1>
 <p class="verdict">verdict: {verdict}</p>
-<p>reasons: {_fmt(", ".join(report.get("reasons", [])) or "none")}</p>
+<p>reasons: {_fmt(", ".join(report.reason_codes) or "none")}</p>
 <table>{ctx}</table>
 <h2>Checks</h2><ul>{checks}</ul>
 <h2>Replayed segments</h2>

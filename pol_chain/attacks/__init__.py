@@ -1,4 +1,4 @@
-"""Adversaries against proof-of-learning, for research and the attack tests (PROTOCOL §6).
+"""Adversaries against proof-of-learning, for research and the attack tests (docs/protocol.md §6).
 
 Every adversary writes a complete pol_chain proof directory bound to a run id / run seed
 of its own (so it can be committed through the real ledger client and verified by the

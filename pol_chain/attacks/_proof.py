@@ -7,7 +7,6 @@ proof is byte-for-byte in the format a verifier expects; only its *content* lies
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,27 +16,32 @@ from typing import Any
 
 import torch
 
-from pol_chain.commitment import ZERO32
-from pol_chain.commitment import leaf as make_leaf
-from pol_chain.proof.canonical import atomic_write, canonical_json, from_hex, sha256, to_hex
+from pol_chain.format import (
+    CheckpointMeta,
+    Segment,
+    SegmentStep,
+    TaskSpec,
+    checkpoint_name,
+)
+from pol_chain.proof.canonical import atomic_write
 from pol_chain.proof.engine import (
-    CHECKPOINT_FORMAT,
     StepSampler,
     capture_state,
-    model_tensors,
     restore_state,
     run_step,
     step_seeds,
 )
 from pol_chain.proof.loop import build_bundle
-from pol_chain.proof.manifest import Manifest, checkpoint_name, segment_name
-from pol_chain.proof.recorder import MODEL_FILE, SEGMENT_FORMAT
-from pol_chain.proof.serialization import load_state_bytes, serialize_state, write_state
-from pol_chain.proof.spec import TaskSpec
+from pol_chain.proof.manifest import read_manifest
+from pol_chain.proof.serialization import (
+    digest_model,
+    load_checkpoint_bytes,
+    load_model_bytes,
+)
 from pol_chain.proof.task import TaskBundle
+from pol_chain.proof.writer import ProofWriter
 
 __all__ = [
-    "MODEL_FORMAT",
     "AttackCost",
     "ForgedProof",
     "State",
@@ -66,8 +70,7 @@ __all__ = [
 ]
 
 State = dict[str, torch.Tensor]
-StepList = list[dict[str, Any]]
-MODEL_FORMAT = {"format": "polchain-model-v1"}
+StepList = list[SegmentStep]
 
 
 @dataclass
@@ -116,21 +119,15 @@ class _Timer:
         self.cost.seconds += time.perf_counter() - self.start
 
 
-def read_manifest(proof_dir: Path | str) -> Manifest:
-    """Parse ``proof_dir/manifest.json`` (data only)."""
-    return Manifest.from_bytes((Path(proof_dir) / "manifest.json").read_bytes())
-
-
-def load_checkpoint(proof_dir: Path | str, index: int) -> tuple[State, dict[str, Any]]:
+def load_checkpoint(proof_dir: Path | str, index: int) -> tuple[State, CheckpointMeta]:
     """Load checkpoint ``index`` of a proof directory (safetensors, data only)."""
     data = (Path(proof_dir) / checkpoint_name(index)).read_bytes()
-    return load_state_bytes(data, f"checkpoint {index}")
+    return load_checkpoint_bytes(data, f"checkpoint {index}")
 
 
 def load_model_file(path: Path | str) -> State:
     """Load a model file (``model.safetensors``: parameters and buffers), data only."""
-    tensors, _ = load_state_bytes(Path(path).read_bytes(), str(path))
-    return tensors
+    return load_model_bytes(Path(path).read_bytes(), str(path))
 
 
 def load_target(stolen_model: Path | str | Mapping[str, torch.Tensor]) -> tuple[State, State]:
@@ -158,20 +155,22 @@ def run_order(spec: TaskSpec, run_seed: bytes, start: int, end: int) -> StepList
     """Segment entries (indices and per-step seeds) of steps ``start..end-1`` of a run."""
     sampler = StepSampler(run_seed, spec.dataset.size, spec.batch_size, spec.epochs)
     return [
-        {"indices": sampler.batch(t).tolist(), "seeds": step_seeds(run_seed, t), "step": t}
+        SegmentStep(t, tuple(sampler.batch(t).tolist()), step_seeds(run_seed, t))
         for t in range(start, end)
     ]
 
 
-def checkpoint_meta(bundle: TaskBundle, step: int) -> dict[str, Any]:
+def checkpoint_meta(bundle: TaskBundle, step: int) -> CheckpointMeta:
     """The metadata an honest checkpoint at ``step`` carries (lr per group from the spec's
     schedule at that position)."""
     _, meta = capture_state(bundle.model, bundle.optimizer, bundle.scheduler, 0)
-    lrs = list(meta["lr"])
+    lrs: tuple[float | None, ...] = meta.lr
     sched = bundle.scheduler
     if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
-        lrs = [b * fn(step) for b, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)]
-    return {"format": CHECKPOINT_FORMAT, "lr": lrs, "scheduler_position": step, "step": step}
+        lrs = tuple(
+            float(b * fn(step)) for b, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)
+        )
+    return CheckpointMeta(step=step, scheduler_position=step, lr=lrs)
 
 
 def steps_lrs(bundle: TaskBundle, start: int, end: int) -> list[float]:
@@ -203,7 +202,7 @@ def interpolation_step(
     start: int,
     end: int,
     left: int,
-) -> tuple[State, dict[str, Any]]:
+) -> tuple[State, CheckpointMeta]:
     """A forged segment ``start..end`` that moves ``cur`` 1/``left`` of the straight line to
     ``target`` (exactly ``target`` when ``left`` is 1; integer buffers advance by the step
     count), with the momentum buffers that would carry that jump at the segment's lr;
@@ -226,19 +225,17 @@ def interpolation_step(
 def honest_segment(
     bundle: TaskBundle,
     state: Mapping[str, torch.Tensor],
-    meta: Mapping[str, Any],
-    steps: Sequence[Mapping[str, Any]],
+    meta: CheckpointMeta,
+    steps: Sequence[SegmentStep],
     cost: AttackCost | None = None,
-) -> tuple[State, dict[str, Any]]:
+) -> tuple[State, CheckpointMeta]:
     """Run ``steps`` honestly from ``state`` with the engine's own step (what a replay of
     that segment computes); return the end state and its metadata."""
     # clone: the optimizer adopts the given tensors and updates them in place
     private = {k: v.detach().clone() for k, v in state.items()}
-    step = restore_state(
-        bundle.model, bundle.optimizer, bundle.scheduler, private, dict(meta), "forger"
-    )
+    step = restore_state(bundle.model, bundle.optimizer, bundle.scheduler, private, meta, "forger")
     for st in steps:
-        run_step(bundle, torch.tensor(st["indices"], dtype=torch.int64), st["seeds"])
+        run_step(bundle, torch.tensor(st.indices, dtype=torch.int64), st.seeds)
         step += 1
     if cost is not None:
         cost.gradient_steps += len(steps)
@@ -250,79 +247,42 @@ def write_proof(
     proof_dir: Path | str,
     spec: TaskSpec,
     run_id: bytes,
-    states: Sequence[tuple[Mapping[str, torch.Tensor], Mapping[str, Any]]],
+    states: Sequence[tuple[Mapping[str, torch.Tensor], CheckpointMeta]],
     segments: Sequence[StepList],
     *,
     final: bool = True,
     extra_files: Mapping[str, bytes] | None = None,
 ) -> tuple[list[bytes], bytes | None]:
-    """Write a complete proof directory for ``run_id``: spec, checkpoints ``states``
-    (index 0 is W0), ``segments`` (``segments[i-1]`` leads to checkpoint i), leaves and
-    manifest, and the final model file when ``final``. Returns ``(leaves, model digest)``.
-    """
+    """Write a complete proof directory for ``run_id`` with the engine's own writer: spec,
+    checkpoints ``states`` (index 0 is W0), ``segments`` (``segments[i-1]`` leads to
+    checkpoint i), leaves and manifest, and the final model file when ``final``. Returns
+    ``(leaves, model digest)``."""
     if len(segments) != len(states) - 1:
         raise ValueError(f"{len(states)} checkpoints need {len(states) - 1} segments")
     root = Path(proof_dir)
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    atomic_write(root / "spec.json", spec.to_bytes())
-    manifest = Manifest.new(run_id, spec.digest, spec.k, spec.total_steps)
-    leaves: list[bytes] = []
+    writer = ProofWriter.create(root, spec, run_id)
     for index, (tensors, meta) in enumerate(states):
-        step = int(meta["step"])
-        ck = write_state(root / checkpoint_name(index), dict(tensors), dict(meta))
-        seg_digest, seg_entry = ZERO32, None
-        if index > 0:
-            steps = segments[index - 1]
-            body = canonical_json(
-                {
-                    "end_step": step,
-                    "format": SEGMENT_FORMAT,
-                    "index": index,
-                    "start_step": step - len(steps),
-                    "steps": list(steps),
-                }
-            )
-            atomic_write(root / segment_name(index), body)
-            seg_digest = sha256(body)
-            seg_entry = {"file": segment_name(index), "sha256": to_hex(seg_digest)}
-        value = make_leaf(run_id, index, step, ck, seg_digest)
-        leaves.append(value)
-        manifest.entries.append(
-            {
-                "checkpoint": {"file": checkpoint_name(index), "sha256": to_hex(ck)},
-                "index": index,
-                "leaf": to_hex(value),
-                "segment": seg_entry,
-                "step": step,
-            }
-        )
-    digest: bytes | None = None
-    if final:
-        last_tensors, last_meta = states[-1]
-        digest = write_state(root / MODEL_FILE, model_tensors(last_tensors), MODEL_FORMAT)
-        manifest.data["final"] = {
-            "index": len(states) - 1,
-            "model": {"file": MODEL_FILE, "sha256": to_hex(digest)},
-            "step": int(last_meta["step"]),
-        }
+        writer.checkpoint(index, dict(tensors), meta, segments[index - 1] if index else None)
+    digest = writer.model(dict(states[-1][0])).sha256 if final else None
     for name, data in (extra_files or {}).items():
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, data)
-    manifest.write(root)
-    return leaves, digest
+    writer.write_manifest()
+    return writer.manifest.leaves, digest
 
 
 def read_segments(proof_dir: Path | str) -> dict[int, StepList]:
-    """Every segment's step list of a proof directory (canonical JSON, data only)."""
+    """Every segment's steps of a proof directory (canonical JSON, data only)."""
     root = Path(proof_dir)
     out: dict[int, StepList] = {}
     for entry in read_manifest(root).entries:
-        if entry["segment"] is not None:
-            seg = json.loads((root / entry["segment"]["file"]).read_bytes())
-            out[int(entry["index"])] = list(seg["steps"])
+        if entry.segment is not None:
+            seg = Segment.from_bytes((root / entry.segment.file).read_bytes())
+            out[entry.index] = list(seg.steps)
     return out
 
 
@@ -351,7 +311,7 @@ def fresh_bundle(spec: TaskSpec, run_seed: bytes) -> TaskBundle:
 
 def model_digest(tensors: Mapping[str, torch.Tensor]) -> bytes:
     """The model digest of model-file tensors (no ``model.`` prefix)."""
-    return sha256(serialize_state(dict(tensors), MODEL_FORMAT))
+    return digest_model(dict(tensors))
 
 
 def require_claim(digest: bytes | None, stolen: Mapping[str, torch.Tensor]) -> bytes:
@@ -364,10 +324,10 @@ def require_claim(digest: bytes | None, stolen: Mapping[str, torch.Tensor]) -> b
 
 def leaves_of(proof_dir: Path | str) -> list[bytes]:
     """The manifest's leaves."""
-    return [from_hex(e["leaf"]) for e in read_manifest(proof_dir).entries]
+    return read_manifest(proof_dir).leaves
 
 
-def iter_steps(segments: Iterable[StepList]) -> Iterable[dict[str, Any]]:
+def iter_steps(segments: Iterable[StepList]) -> Iterable[SegmentStep]:
     """Flatten segments into steps."""
     for seg in segments:
         yield from seg

@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -42,6 +41,7 @@ from pol_chain.attacks._proof import (
     write_proof,
 )
 from pol_chain.attacks.interpolation import segment_bounds, segment_epochs
+from pol_chain.format import CheckpointMeta
 from pol_chain.proof.engine import capture_state, restore_state, run_step
 from pol_chain.proof.seeds import make_generator
 from pol_chain.proof.serialization import load_state_bytes, serialize_state
@@ -122,8 +122,8 @@ def forge_adversarial_data_proof(
     n = len(bounds)
     steered = first_per_epoch(segment_epochs(spec))
     cur = initial_state(bundle)
-    meta: dict[str, Any] = checkpoint_meta(bundle, 0)
-    states: list[tuple[State, dict[str, Any]]] = [(dict(cur), meta)]
+    meta: CheckpointMeta = checkpoint_meta(bundle, 0)
+    states: list[tuple[State, CheckpointMeta]] = [(dict(cur), meta)]
     segments: list[StepList] = []
     interp_left = n - len(steered)
     for i, (start, end) in enumerate(bounds, start=1):
@@ -135,15 +135,15 @@ def forge_adversarial_data_proof(
                 bundle.model, bundle.optimizer, bundle.scheduler, private, meta, "forger"
             )
             for st in steps:
-                idx = torch.tensor(st["indices"], dtype=torch.int64)
+                idx = torch.tensor(st.indices, dtype=torch.int64)
                 direction = [
                     (p.detach() - target[key]).to(p.dtype)
                     for key, p in zip(params, bundle.model.parameters(), strict=True)
                 ]
-                x_new = _perturb(bundle, idx, st["seeds"], direction, frozen, epsilon, iters)
+                x_new = _perturb(bundle, idx, st.seeds, direction, frozen, epsilon, iters)
                 bundle.train_x[idx] = x_new
                 frozen[idx] = True
-                run_step(bundle, idx, st["seeds"])
+                run_step(bundle, idx, st.seeds)
                 step += 1
                 cost.gradient_steps += 1 + 2 * iters
             tensors, meta = capture_state(bundle.model, bundle.optimizer, bundle.scheduler, step)
@@ -151,7 +151,7 @@ def forge_adversarial_data_proof(
         else:
             cur, meta = interpolation_step(bundle, cur, target, params, start, end, interp_left)
             interp_left -= 1
-        states.append((dict(cur), dict(meta)))
+        states.append((dict(cur), meta))
     data = serialize_state({"x": bundle.train_x, "y": bundle.train_y}, {"format": "claimed-data"})
     leaves, digest = write_proof(
         out, spec, run_id, states, segments, extra_files={CLAIMED_DATASET: data}

@@ -1,4 +1,4 @@
-"""Proof copying and front-running (PROTOCOL 6.8).
+"""Proof copying and front-running (docs/protocol.md §6.8).
 
 Artefacts are public, so a thief can take an honest proof and re-bind it to a run of its
 own: same spec, checkpoints, segments and model, with the manifest's run id and every
@@ -21,12 +21,18 @@ from pathlib import Path
 
 from pol_chain.attacks._proof import AttackCost, ForgedProof
 from pol_chain.attacks.tamper import recommit_manifest
-from pol_chain.commitment import ZERO32
 from pol_chain.commitment import leaf as make_leaf
-from pol_chain.proof.canonical import atomic_write, from_hex, to_hex
-from pol_chain.proof.manifest import Manifest
+from pol_chain.format import (
+    MANIFEST_FILE,
+    SPEC_FILE,
+    ArtefactRef,
+    Manifest,
+    ManifestEntry,
+    TaskSpec,
+)
+from pol_chain.proof.canonical import atomic_write
+from pol_chain.proof.manifest import read_manifest
 from pol_chain.proof.recorder import CheckpointRecord, FinalRecord
-from pol_chain.proof.spec import TaskSpec
 
 __all__ = ["LiveCopier", "rebind_proof"]
 
@@ -44,9 +50,9 @@ def rebind_proof(src: Path | str, out: Path | str, run_id: bytes) -> ForgedProof
         shutil.rmtree(dst)
     shutil.copytree(Path(src), dst)
     leaves = recommit_manifest(dst, run_id)
-    manifest = Manifest.from_bytes((dst / "manifest.json").read_bytes())
-    digest = from_hex(manifest.final["model"]["sha256"]) if manifest.final else None
-    spec = TaskSpec.from_bytes((dst / "spec.json").read_bytes())
+    manifest = read_manifest(dst)
+    digest = manifest.final.model.sha256 if manifest.final else None
+    spec = TaskSpec.from_bytes((dst / SPEC_FILE).read_bytes())
     cost = AttackCost(0, time.perf_counter() - start, {"copied_from": str(src)})
     return ForgedProof(dst, bytes(run_id), leaves, digest, spec, cost)
 
@@ -94,46 +100,43 @@ class LiveCopier:
         if self.manifest is None:
             self.out.mkdir(parents=True, exist_ok=True)
             honest = Manifest.from_bytes(record.manifest_path.read_bytes())
-            shutil.copyfile(src / "spec.json", self.out / "spec.json")
+            shutil.copyfile(src / SPEC_FILE, self.out / SPEC_FILE)
             self.manifest = Manifest.new(
-                self.run_id, honest.spec_sha256, int(honest.data["k"]), honest.data["total_steps"]
+                self.run_id, honest.spec_sha256, honest.k, honest.total_steps
             )
-        ck_rel = record.checkpoint_path.relative_to(src)
-        (self.out / ck_rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(record.checkpoint_path, self.out / ck_rel)
-        seg_entry = None
+        ck_rel = self._copy(record.checkpoint_path, src)
+        seg_ref = None
         if record.segment_path is not None:
-            seg_rel = record.segment_path.relative_to(src)
-            (self.out / seg_rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(record.segment_path, self.out / seg_rel)
-            seg_entry = {"file": str(seg_rel), "sha256": to_hex(record.segment_sha256)}
-        seg = record.segment_sha256 if record.segment_path is not None else ZERO32
-        value = make_leaf(self.run_id, record.index, record.step, record.checkpoint_sha256, seg)
-        self.manifest.entries.append(
-            {
-                "checkpoint": {"file": str(ck_rel), "sha256": to_hex(record.checkpoint_sha256)},
-                "index": record.index,
-                "leaf": to_hex(value),
-                "segment": seg_entry,
-                "step": record.step,
-            }
+            seg_ref = ArtefactRef(self._copy(record.segment_path, src), record.segment_sha256)
+        value = make_leaf(
+            self.run_id, record.index, record.step, record.checkpoint_sha256, record.segment_sha256
         )
+        entry = ManifestEntry(
+            record.index,
+            record.step,
+            ArtefactRef(ck_rel, record.checkpoint_sha256),
+            seg_ref,
+            value,
+        )
+        self.manifest = self.manifest.with_entry(entry)
         self.leaves.append(value)
-        self.manifest.write(self.out)
+        atomic_write(self.out / MANIFEST_FILE, self.manifest.to_bytes())
         if self.commit is not None:
             self.commit(record.index, [value])
+
+    def _copy(self, path: Path, src: Path) -> str:
+        rel = path.relative_to(src)
+        (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, self.out / rel)
+        return rel.as_posix()
 
     def _final(self, record: FinalRecord) -> None:
         if self.manifest is None:
             raise RuntimeError("final model before any checkpoint")
         name = record.model_path.name
         shutil.copyfile(record.model_path, self.out / name)
-        self.manifest.data["final"] = {
-            "index": record.index,
-            "model": {"file": name, "sha256": to_hex(record.model_sha256)},
-            "step": record.step,
-        }
-        atomic_write(self.out / "manifest.json", self.manifest.to_bytes())
+        self.manifest = self.manifest.with_final(ArtefactRef(name, record.model_sha256))
+        atomic_write(self.out / MANIFEST_FILE, self.manifest.to_bytes())
         self.model_digest = record.model_sha256
         if self.finalize is not None:
             self.finalize(record.model_sha256)
@@ -142,7 +145,7 @@ class LiveCopier:
         """The copied proof (after the honest run finished)."""
         if self.errors:
             raise RuntimeError(f"live copy failed: {self.errors[0]!r}") from self.errors[0]
-        spec = TaskSpec.from_bytes((self.out / "spec.json").read_bytes())
+        spec = TaskSpec.from_bytes((self.out / SPEC_FILE).read_bytes())
         return ForgedProof(
             self.out, self.run_id, list(self.leaves), self.model_digest, spec, AttackCost()
         )

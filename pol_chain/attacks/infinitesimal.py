@@ -36,6 +36,7 @@ from pol_chain.attacks._proof import (
     write_proof,
 )
 from pol_chain.attacks.interpolation import segment_bounds
+from pol_chain.format import CheckpointMeta
 from pol_chain.proof.spec import TaskSpec
 
 __all__ = ["forge_infinitesimal_proof", "infinitesimal_proof_spec", "infinitesimal_spec"]
@@ -98,7 +99,7 @@ def forge_infinitesimal_proof(
     params = param_names(bundle)
     bounds = segment_bounds(proof_spec)
     n = len(bounds)
-    states: list[tuple[State, dict[str, Any]]] = [(w0, checkpoint_meta(bundle, 0))]
+    states: list[tuple[State, CheckpointMeta]] = [(w0, checkpoint_meta(bundle, 0))]
     segments: list[StepList] = []
     for i, (start, end) in enumerate(bounds, start=1):
         t = i / n

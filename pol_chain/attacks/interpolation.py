@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -51,6 +51,7 @@ from pol_chain.attacks._proof import (
     write_proof,
 )
 from pol_chain.attacks.reference import init_layers
+from pol_chain.format import CheckpointMeta
 from pol_chain.proof.spec import TaskSpec
 
 __all__ = [
@@ -136,8 +137,8 @@ def forge_interpolated_proof(
     pids = {key: i for i, key in enumerate(param_keys)}
     momentum = float(bundle.optimizer.param_groups[0].get("momentum", 0.0))
     cur: State = {f"model.{k}": v for k, v in w0_model.items()}
-    meta: dict[str, Any] = checkpoint_meta(bundle, 0)
-    states: list[tuple[State, dict[str, Any]]] = [(dict(cur), dict(meta))]
+    meta: CheckpointMeta = checkpoint_meta(bundle, 0)
+    states: list[tuple[State, CheckpointMeta]] = [(dict(cur), meta)]
     segments: list[StepList] = []
     interp_left = n - len(honest)
     for i, (start, end) in enumerate(bounds, start=1):
@@ -154,7 +155,7 @@ def forge_interpolated_proof(
         else:
             cur, meta = interpolation_step(bundle, cur, target, param_keys, start, end, interp_left)
             interp_left -= 1
-        states.append((dict(cur), dict(meta)))
+        states.append((dict(cur), meta))
     leaves, digest = write_proof(out, spec, run_id, states, segments)
     cost.seconds = time.perf_counter() - start_time
     cost.notes = {"honest_segments": sorted(honest), "init": init, "segments": n}

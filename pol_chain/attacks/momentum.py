@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -39,6 +38,7 @@ from pol_chain.attacks._proof import (
     write_proof,
 )
 from pol_chain.attacks.interpolation import momentum_displacement, segment_bounds
+from pol_chain.format import CheckpointMeta
 from pol_chain.proof.spec import TaskSpec
 
 __all__ = ["forge_momentum_steering_proof"]
@@ -63,8 +63,8 @@ def forge_momentum_steering_proof(
     if mu <= 0:
         raise ValueError("momentum steering needs an optimizer with momentum")
     cur = initial_state(bundle)
-    meta: dict[str, Any] = checkpoint_meta(bundle, 0)
-    states: list[tuple[State, dict[str, Any]]] = [(cur, meta)]
+    meta: CheckpointMeta = checkpoint_meta(bundle, 0)
+    states: list[tuple[State, CheckpointMeta]] = [(cur, meta)]
     segments: list[StepList] = []
     bounds = segment_bounds(spec)
     n = len(bounds)

@@ -17,7 +17,6 @@ from pol_chain.attacks._proof import read_manifest
 from pol_chain.ledger.client import LedgerClient
 from pol_chain.ledger.history import run_history
 from pol_chain.ledger.types import AttestResult
-from pol_chain.proof.canonical import from_hex
 from pol_chain.proof.manifest import DirectorySource
 from pol_chain.proof.report import Report
 from pol_chain.proof.spec import TaskSpec
@@ -61,7 +60,7 @@ def commit_proof(
     leaves = manifest.leaves
     for start in range(first_index, len(leaves), batch):
         client.commit_checkpoints(run_id, start, leaves[start : start + batch], manifest_cid)
-    digest = from_hex(manifest.final["model"]["sha256"]) if manifest.final else None
+    digest = manifest.final.model.sha256 if manifest.final else None
     if finalize and digest is not None:
         client.finalize_run(run_id, digest, "local:model")
     return digest
@@ -69,7 +68,7 @@ def commit_proof(
 
 def anvil_mine(client: LedgerClient, blocks: int = 1) -> None:
     """Mine ``blocks`` empty blocks (Anvil dev chains only)."""
-    client.w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
+    client.mine(blocks)
 
 
 def challenge(

@@ -41,7 +41,6 @@ unpickles (no ``torch.load``).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,13 +50,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from pol_chain.format import CheckpointMeta, FormatError, Segment, TaskSpec, checkpoint_name
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.engine import restore_state, run_step
 from pol_chain.proof.errors import ProofError
 from pol_chain.proof.loop import build_bundle
-from pol_chain.proof.manifest import Manifest, checkpoint_name
+from pol_chain.proof.manifest import read_manifest
 from pol_chain.proof.serialization import load_state_bytes
-from pol_chain.proof.spec import TaskSpec
 from pol_chain.proof.task import TaskBundle, configure_determinism
 
 __all__ = [
@@ -187,6 +186,14 @@ def _distances(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     }
 
 
+def _lenient_meta(meta: Mapping[str, Any]) -> CheckpointMeta:
+    """The checkpoint metadata as the reference reads it: whatever step it states."""
+    step = int(meta["step"])
+    return CheckpointMeta(
+        step, int(meta.get("scheduler_position", step)), tuple(meta.get("lr", ()))
+    )
+
+
 def _apply_checkpoint_hyperparameters(
     bundle: TaskBundle, meta: Mapping[str, Any], step: int
 ) -> dict[str, Any]:
@@ -230,13 +237,13 @@ def reference_verify(
     configure_determinism(True, threads)
     root = Path(proof_dir)
     try:
-        manifest = Manifest.from_bytes((root / "manifest.json").read_bytes())
+        manifest = read_manifest(root)
         spec = TaskSpec.from_bytes((root / "spec.json").read_bytes())
         states = [
-            load_state_bytes((root / checkpoint_name(e["index"])).read_bytes(), f"checkpoint {i}")
+            load_state_bytes((root / checkpoint_name(e.index)).read_bytes(), f"checkpoint {i}")
             for i, e in enumerate(manifest.entries)
         ]
-    except (ProofError, OSError, ValueError, KeyError) as exc:
+    except (ProofError, FormatError, OSError, ValueError, KeyError) as exc:
         return ReferenceReport(False, [f"unreadable: {exc}"], False, {})
     if not states:
         return ReferenceReport(False, ["no checkpoints"], False, {})
@@ -255,7 +262,7 @@ def reference_verify(
     entries = manifest.entries
     by_epoch: dict[int, list[tuple[float, int]]] = {}
     for i in range(1, len(states)):
-        epoch = max(0, int(entries[i]["step"]) - 1) // max(1, spec.steps_per_epoch)
+        epoch = max(0, entries[i].step - 1) // max(1, spec.steps_per_epoch)
         by_epoch.setdefault(epoch, []).append((float((flats[i] - flats[i - 1]).norm()), i))
     chosen = sorted(
         i for members in by_epoch.values() for _, i in sorted(members, reverse=True)[: config.q]
@@ -263,11 +270,11 @@ def reference_verify(
     segments: list[dict[str, Any]] = []
     limits = config.thresholds()
     for i in chosen:
-        seg_file = entries[i]["segment"]["file"] if entries[i]["segment"] else None
+        seg_ref = entries[i].segment
         try:
-            if seg_file is None:
+            if seg_ref is None:
                 raise ValueError("no segment file")
-            steps = json.loads((root / seg_file).read_bytes())["steps"]
+            steps = Segment.from_bytes((root / seg_ref.file).read_bytes()).steps
             start, meta = states[i - 1]
             bundle = build_bundle(spec, sha256(b"reference-replay"))  # fresh hyperparameters
             if dataset is not None:
@@ -278,13 +285,21 @@ def reference_verify(
                 bundle.optimizer,
                 bundle.scheduler,
                 private,
-                meta,
+                _lenient_meta(meta),
                 f"checkpoint {i - 1}",
             )
             used = _apply_checkpoint_hyperparameters(bundle, meta, step)
             for st in steps:
-                run_step(bundle, torch.tensor(st["indices"], dtype=torch.int64), st["seeds"])
-        except (ProofError, ValueError, KeyError, TypeError, IndexError, OSError) as exc:
+                run_step(bundle, torch.tensor(st.indices, dtype=torch.int64), st.seeds)
+        except (
+            ProofError,
+            FormatError,
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            OSError,
+        ) as exc:
             reasons.append(f"segment {i} unreplayable")
             segments.append({"index": i, "passed": False, "error": str(exc)})
             continue

@@ -9,19 +9,25 @@ on-chain accumulator). :func:`recommit_manifest` is also what :func:`rebind_proo
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from pol_chain.attacks._proof import MODEL_FORMAT, load_checkpoint, read_manifest
-from pol_chain.commitment import ZERO32
+from pol_chain.attacks._proof import load_checkpoint, read_manifest
 from pol_chain.commitment import leaf as make_leaf
-from pol_chain.proof.canonical import canonical_json, from_hex, sha256, to_hex
+from pol_chain.format import (
+    MANIFEST_FILE,
+    SPEC_FILE,
+    ArtefactRef,
+    FormatError,
+    Segment,
+    checkpoint_name,
+    segment_name,
+)
+from pol_chain.proof.canonical import atomic_write, sha256
 from pol_chain.proof.engine import model_tensors
-from pol_chain.proof.errors import MalformedArtefactError
-from pol_chain.proof.manifest import checkpoint_name, segment_name
-from pol_chain.proof.serialization import load_state_bytes, serialize_state
+from pol_chain.proof.serialization import load_state_bytes, serialize_model, serialize_state
 
 __all__ = ["recommit_manifest", "tamper_checkpoint", "tamper_data_order"]
 
@@ -33,28 +39,32 @@ def recommit_manifest(proof_dir: Path | str, run_id: bytes | None = None) -> lis
     root = Path(proof_dir)
     man = read_manifest(root)
     rid = man.run_id if run_id is None else bytes(run_id)
-    man.data["run_id"] = to_hex(rid)
-    man.data["spec_sha256"] = to_hex(sha256((root / "spec.json").read_bytes()))
+
+    def rehash(ref: ArtefactRef) -> ArtefactRef:
+        return replace(ref, sha256=sha256((root / ref.file).read_bytes()))
+
+    entries = []
     for entry in man.entries:
-        ck = sha256((root / entry["checkpoint"]["file"]).read_bytes())
-        entry["checkpoint"]["sha256"] = to_hex(ck)
-        seg = ZERO32
-        if entry["segment"]:
-            seg = sha256((root / entry["segment"]["file"]).read_bytes())
-            entry["segment"]["sha256"] = to_hex(seg)
-        entry["leaf"] = to_hex(make_leaf(rid, entry["index"], entry["step"], ck, seg))
-    if man.final is not None:
-        last = (root / man.entries[-1]["checkpoint"]["file"]).read_bytes()
+        ck = rehash(entry.checkpoint)
+        seg = None if entry.segment is None else rehash(entry.segment)
+        moved = replace(entry, checkpoint=ck, segment=seg)
+        leaf = make_leaf(rid, entry.index, entry.step, ck.sha256, moved.segment_sha256)
+        entries.append(replace(moved, leaf=leaf))
+    final = man.final
+    if final is not None:
+        last = (root / entries[-1].checkpoint.file).read_bytes()
         try:
             tensors, _ = load_state_bytes(last, "last checkpoint")
-        except MalformedArtefactError:
+        except FormatError:
             pass  # a planted payload: keep the old model entry
         else:
-            body = serialize_state(model_tensors(tensors), MODEL_FORMAT)
-            (root / man.final["model"]["file"]).write_bytes(body)
-            man.final["model"]["sha256"] = to_hex(sha256(body))
-    man.write(root)
-    return [from_hex(e["leaf"]) for e in man.entries]
+            body = serialize_model(model_tensors(tensors))
+            (root / final.model.file).write_bytes(body)
+            final = replace(final, model=replace(final.model, sha256=sha256(body)))
+    spec_digest = sha256((root / SPEC_FILE).read_bytes())
+    man = replace(man, run_id=rid, spec_sha256=spec_digest, entries=tuple(entries), final=final)
+    atomic_write(root / MANIFEST_FILE, man.to_bytes())
+    return man.leaves
 
 
 def tamper_checkpoint(
@@ -87,10 +97,13 @@ def tamper_data_order(
     the manifest."""
     root = Path(proof_dir)
     path = root / segment_name(index)
-    seg = json.loads(path.read_bytes())
+    seg = Segment.from_bytes(path.read_bytes())
     a, b = swap
-    steps = seg["steps"]
-    steps[a]["indices"], steps[b]["indices"] = steps[b]["indices"], steps[a]["indices"]
-    path.write_bytes(canonical_json(seg))
+    steps = list(seg.steps)
+    steps[a], steps[b] = (
+        replace(steps[a], indices=steps[b].indices),
+        replace(steps[b], indices=steps[a].indices),
+    )
+    path.write_bytes(replace(seg, steps=tuple(steps)).to_bytes())
     if recommit:
         recommit_manifest(root)

@@ -15,8 +15,8 @@ from pol_chain.commitment import run_seed
 from pol_chain.errors import PolchainError
 
 if TYPE_CHECKING:
-    from pol_chain.ledger import LedgerClient, RunHistory
-    from pol_chain.proof import Manifest
+    from pol_chain.format import Manifest
+    from pol_chain.ledger import LedgerReader, RunHistory
     from pol_chain.store import ArtefactStore
 
 __all__ = ["FetchedProof", "NothingToVerify", "StoreSource", "fetch_proof"]
@@ -71,14 +71,10 @@ class FetchedProof:
         }
 
 
-def _hexbytes(text: str) -> bytes:
-    return bytes.fromhex(text[2:] if text.startswith("0x") else text)
-
-
-def fetch_proof(client: LedgerClient, store: ArtefactStore, run_id: bytes) -> FetchedProof:
+def fetch_proof(client: LedgerReader, store: ArtefactStore, run_id: bytes) -> FetchedProof:
     """Read run ``run_id`` from the chain and fetch its spec and manifest from ``store``."""
+    from pol_chain.format import Manifest
     from pol_chain.ledger import run_history
-    from pol_chain.proof import Manifest
 
     history = run_history(client, run_id)
     if not history.commits:
@@ -86,11 +82,7 @@ def fetch_proof(client: LedgerClient, store: ArtefactStore, run_id: bytes) -> Fe
     spec_bytes = store.get_bytes(history.spec_cid, expect_sha256=history.spec_digest)
     manifest_cid = history.commits[-1].manifest_cid
     manifest = Manifest.from_bytes(store.get_bytes(manifest_cid))
-    cids: dict[bytes, str] = {history.spec_digest: history.spec_cid}
-    for entry in manifest.entries:
-        for part in (entry["checkpoint"], entry["segment"]):
-            if part is not None and isinstance(part.get("cid"), str):
-                cids[_hexbytes(part["sha256"])] = part["cid"]
+    cids: dict[bytes, str] = {history.spec_digest: history.spec_cid, **manifest.cids()}
     if history.model_digest is not None and history.model_cid:
         cids[history.model_digest] = history.model_cid
     seed = run_seed(client.chain_id, client.address, history.run_id)

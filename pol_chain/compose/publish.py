@@ -20,9 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pol_chain.commitment import accumulator, to_bytes32
-from pol_chain.compose.binding import NotAProofDir, RunBinding
+from pol_chain.commitment import accumulator
 from pol_chain.errors import PolchainError
+from pol_chain.format import (
+    MANIFEST_FILE,
+    ArtefactRef,
+    FormatError,
+    Manifest,
+    NotAProofDir,
+    RunBinding,
+    to_hex,
+)
 
 if TYPE_CHECKING:
     from pol_chain.ledger import LedgerClient
@@ -47,10 +55,6 @@ class SyncResult:
     available: int
     manifest_cid: str | None
     finalized_locally: bool
-
-
-def _hex(raw: bytes) -> str:
-    return "0x" + raw.hex()
 
 
 class Publisher:
@@ -85,27 +89,29 @@ class Publisher:
         tmp.write_text(json.dumps(self._cids, indent=1, sort_keys=True))
         os.replace(tmp, self.proof_dir / CID_CACHE)
 
-    def _put(self, rel: str, sha256_hex: str) -> str:
-        cid = self._cids.get(sha256_hex)
+    def _put(self, ref: ArtefactRef) -> str:
+        key = to_hex(ref.sha256)
+        cid = self._cids.get(key)
         if cid is not None and self.store.has(cid):
             return cid
-        path = self.proof_dir / rel
+        path = self.proof_dir / ref.file
         if not path.resolve().is_relative_to(self.proof_dir.resolve()):
-            raise ProofDiverged(f"manifest names a file outside the proof directory: {rel}")
-        cid = self.store.put_file(path, name=f"{self.binding.run_id[:10]}/{rel}")
-        self._cids[sha256_hex] = cid
+            raise ProofDiverged(f"manifest names a file outside the proof directory: {ref.file}")
+        cid = self.store.put_file(path, name=f"{self.binding.run_id[:10]}/{ref.file}")
+        self._cids[key] = cid
         return cid
 
-    def _manifest(self) -> Any:
-        from pol_chain.proof import Manifest
-
-        path = self.proof_dir / "manifest.json"
+    def _manifest(self) -> Manifest:
+        path = self.proof_dir / MANIFEST_FILE
         if not path.is_file():
             raise NotAProofDir(self.proof_dir, "no manifest.json (has training started?)")
-        manifest = Manifest.from_bytes(path.read_bytes())
+        try:
+            manifest = Manifest.from_bytes(path.read_bytes())
+        except FormatError as exc:
+            raise ProofDiverged(f"{path}: {exc}") from None
         if manifest.run_id != self.binding.run_id_bytes:
             raise ProofDiverged(
-                f"{self.proof_dir}: manifest belongs to run {_hex(manifest.run_id)}, "
+                f"{self.proof_dir}: manifest belongs to run {to_hex(manifest.run_id)}, "
                 f"binding says {self.binding.run_id}"
             )
         return manifest
@@ -120,14 +126,13 @@ class Publisher:
     def _sync(self) -> SyncResult:
         manifest = self._manifest()
         run_id = self.binding.run_id_bytes
-        entries: list[dict[str, Any]] = manifest.entries
+        entries = manifest.entries
         final = manifest.final
         ready = len(entries)
-        total = int(manifest.data.get("total_steps", -1))
-        if final is None and ready and int(entries[-1]["step"]) >= total:
+        if final is None and ready and entries[-1].step >= manifest.total_steps:
             ready -= 1  # hold the last checkpoint back until the model file exists
         committed = self.client.committed_count(run_id)
-        leaves = [to_bytes32(e["leaf"]) for e in entries]
+        leaves = manifest.leaves
         if committed > len(leaves):
             raise ProofDiverged(
                 f"the chain holds {committed} checkpoints of run {self.binding.run_id}, "
@@ -142,26 +147,14 @@ class Publisher:
             return SyncResult(
                 self.binding.run_id, committed, committed, len(entries), None, final is not None
             )
-        data = json.loads(json.dumps(manifest.data))  # deep copy
-        data["entries"] = data["entries"][:ready]
-        for entry in data["entries"]:
-            entry["checkpoint"]["cid"] = self._put(
-                entry["checkpoint"]["file"], entry["checkpoint"]["sha256"]
-            )
-            if entry["segment"] is not None:
-                entry["segment"]["cid"] = self._put(
-                    entry["segment"]["file"], entry["segment"]["sha256"]
-                )
-        if final is not None and ready == len(entries):
-            model = data["final"]["model"]
-            model["cid"] = self._put(model["file"], model["sha256"])
-        else:
-            data["final"] = None
-        data["spec_cid"] = self.binding.spec_cid
+        with_model = final is not None and ready == len(entries)
+        part = manifest.truncated(ready, keep_final=with_model)
+        cids = {ref.sha256: self._put(ref) for entry in part.entries for ref in entry.refs()}
+        if part.final is not None:
+            cids[part.final.model.sha256] = self._put(part.final.model)
+        published = part.published(cids, self.binding.spec_cid)
         self._save_cids()
-        from pol_chain.proof.canonical import canonical_json
-
-        manifest_cid = self.store.put_bytes(canonical_json(data), name="manifest")
+        manifest_cid = self.store.put_bytes(published.to_bytes(), name="manifest")
         self.client.commit_checkpoints(run_id, committed, leaves[committed:ready], manifest_cid)
         return SyncResult(
             self.binding.run_id, committed, ready, len(entries), manifest_cid, final is not None
@@ -175,12 +168,12 @@ class Publisher:
                 f"{self.proof_dir}: training has not finished (no final model yet)",
                 hint="finish training (or resume it with `polchain train --resume`)",
             )
-        model = manifest.final["model"]
-        path = self.proof_dir / model["file"]
+        model = manifest.final.model
+        path = self.proof_dir / model.file
         digest = hashlib.sha256(path.read_bytes()).digest()
-        if _hex(digest) != model["sha256"]:
+        if digest != model.sha256:
             raise ProofDiverged(f"{path} does not hash to the manifest's model digest")
-        return digest, self._put(model["file"], model["sha256"]), path
+        return digest, self._put(model), path
 
     def finalize(self) -> Any:
         """Commit what is missing, then finalize the run with the final model."""

@@ -2,10 +2,11 @@
 
 Layers (public facade here; modules below are small and private in spirit):
 
-- :mod:`spec` — run spec, canonical JSON, digest; :mod:`task` — task interface.
+- the records (spec, manifest, segment, checkpoint metadata, report) live in
+  :mod:`pol_chain.format`; :mod:`spec` builds specs, :mod:`task` is the task interface.
 - :mod:`seeds` — purpose sub-seeds from the run seed; :mod:`engine` — training step,
   data order, full-state capture/restore.
-- :mod:`dataset` — per-sample leaves (``polchain-sample-v1``), Merkle root, membership.
+- :mod:`dataset` — per-sample leaves, Merkle root, membership.
 - :mod:`serialization` — deterministic safetensors bytes and safe loading.
 - :mod:`recorder` / :mod:`loop` — the recorder hooks and the ready loop :func:`train`.
 - :mod:`manifest` — proof directory layout, manifest, :class:`ArtefactSource`.
@@ -15,9 +16,9 @@ Layers (public facade here; modules below are small and private in spirit):
 This package never imports chain or storage code (web3, httpx, ledger, store).
 """
 
+from pol_chain.format import DatasetCommitment, Manifest, TaskSpec
 from pol_chain.proof.dataset import (
     LEAF_RULE,
-    DatasetCommitment,
     MerkleTree,
     commit_dataset,
     sample_leaf,
@@ -36,12 +37,12 @@ from pol_chain.proof.loop import TrainResult, build_bundle, model_digest_of, tra
 from pol_chain.proof.manifest import (
     ArtefactSource,
     DirectorySource,
-    Manifest,
     ProofStatus,
     inspect_proof,
+    read_manifest,
 )
 from pol_chain.proof.recorder import CheckpointRecord, FinalRecord, Recorder
-from pol_chain.proof.spec import TaskSpec, make_spec
+from pol_chain.proof.spec import make_spec
 from pol_chain.proof.task import TaskBundle
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "inspect_proof",
     "make_spec",
     "model_digest_of",
+    "read_manifest",
     "sample_leaf",
     "train",
     "verify_membership",

@@ -1,4 +1,4 @@
-"""Calibration (PROTOCOL §7): honest reproduction error on this hardware → ρ and c.
+"""Calibration (docs/protocol.md §7): honest reproduction error on this hardware → ρ and c.
 
 :func:`calibrate` replays a few segments of an honest proof in one or more modes
 (``deterministic``: deterministic algorithms and the recorded thread count;
@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from pol_chain.proof.canonical import from_hex, parse_canonical_json
+from pol_chain.format import Segment, TaskSpec
 from pol_chain.proof.engine import capture_state, replay_steps
 from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.manifest import DirectorySource
-from pol_chain.proof.serialization import load_state_bytes
-from pol_chain.proof.spec import TaskSpec, environment_facts
+from pol_chain.proof.serialization import load_checkpoint_bytes
+from pol_chain.proof.spec import environment_facts
 from pol_chain.proof.task import configure_determinism
-from pol_chain.proof.verifier import compare_states
+from pol_chain.proof.verifier import Comparison, compare_states
 
 __all__ = ["MODES", "calibrate", "replay_segment"]
 
@@ -48,16 +48,15 @@ def replay_segment(
     run_seed: bytes,
     device: str = "cpu",
     parent_model: bytes | None = None,
-) -> tuple[dict[str, Any], float]:
+) -> tuple[Comparison, float]:
     """Replay segment ``index`` of a proof directory; return the comparison and the
     smallest single-step update norm ÷ the segment's update norm."""
-    man = source.manifest()
-    entries = man.entries
-    start, smeta = load_state_bytes(
-        source.get(from_hex(entries[index - 1]["checkpoint"]["sha256"])), "start"
-    )
-    end, _ = load_state_bytes(source.get(from_hex(entries[index]["checkpoint"]["sha256"])), "end")
-    seg = parse_canonical_json(source.get(from_hex(entries[index]["segment"]["sha256"])), "segment")
+    entries = source.manifest().entries
+    start, smeta = load_checkpoint_bytes(source.get(entries[index - 1].checkpoint.sha256), "start")
+    end, _ = load_checkpoint_bytes(source.get(entries[index].checkpoint.sha256), "end")
+    segment_ref = entries[index].segment
+    assert segment_ref is not None
+    seg = Segment.from_bytes(source.get(segment_ref.sha256))
     bundle = build_bundle(spec, run_seed, device, parent_model)
     step_norms: list[float] = []
     prev: list[dict[str, torch.Tensor]] = [start]
@@ -67,9 +66,9 @@ def replay_segment(
         step_norms.append(_delta_norm(cur, prev[0]))
         prev[0] = cur
 
-    replayed, _ = replay_steps(bundle, start, smeta, seg["steps"], f"segment {index}", measure)
+    replayed, _ = replay_steps(bundle, start, smeta, seg.steps, f"segment {index}", measure)
     cmp = compare_states(replayed, end, start)
-    seg_norm = cmp["metrics"]["update_norm"] or math.inf
+    seg_norm = cmp.metrics.update_norm or math.inf
     return cmp, min(step_norms) / seg_norm
 
 
@@ -109,8 +108,8 @@ def calibrate(
                 {
                     "mode": mode,
                     "segment": i,
-                    "bitwise_identical": cmp["bitwise_identical"],
-                    **cmp["metrics"],
+                    "bitwise_identical": cmp.bitwise_identical,
+                    **cmp.metrics.to_json(),
                 }
             )
     configure_determinism(True, base_threads)

@@ -1,8 +1,8 @@
 """Dataset commitment: per-sample leaves and a Merkle root with membership proofs.
 
-Leaf rule ``polchain-sample-v1``::
+Leaf rule (``pol_chain.format.SAMPLE_LEAF_RULE``)::
 
-    leaf = SHA-256(0x00 ‖ "polchain-sample-v1" ‖ u32be(len(h)) ‖ h ‖ x_bytes ‖ y_bytes)
+    leaf = SHA-256(0x00 ‖ LEAF_RULE ‖ u32be(len(h)) ‖ h ‖ x_bytes ‖ y_bytes)
     h    = canonical JSON {"x": {"dtype", "shape"}, "y": {"dtype", "shape"}}
 
 so the label, the dtype, the shape and *every* byte of the sample are bound. Internal
@@ -16,11 +16,10 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from pol_chain.proof.canonical import canonical_json, from_hex, to_hex
+from pol_chain.format import SAMPLE_LEAF_RULE, DatasetCommitment, canonical_json
 from pol_chain.proof.errors import MembershipError
 
 __all__ = [
@@ -32,7 +31,7 @@ __all__ = [
     "verify_membership",
 ]
 
-LEAF_RULE = "polchain-sample-v1"
+LEAF_RULE = SAMPLE_LEAF_RULE
 _LEAF_PREFIX = b"\x00" + LEAF_RULE.encode()
 _NODE_PREFIX = b"\x01"
 
@@ -47,7 +46,7 @@ def _raw(t: torch.Tensor) -> bytes:
 
 
 def sample_leaf(x: torch.Tensor, y: torch.Tensor) -> bytes:
-    """Return the ``polchain-sample-v1`` leaf of one sample ``x`` with label ``y``."""
+    """Return the dataset leaf of one sample ``x`` with label ``y``."""
     head = canonical_json({"x": _describe(x), "y": _describe(y)})
     return hashlib.sha256(
         _LEAF_PREFIX + struct.pack(">I", len(head)) + head + _raw(x) + _raw(y)
@@ -109,28 +108,6 @@ def verify_membership(
         index //= 2
         width = (width + 1) // 2
     return used == len(proof) and node == root
-
-
-@dataclass(frozen=True)
-class DatasetCommitment:
-    """Root, size and leaf rule of a committed dataset (the spec's ``dataset`` field)."""
-
-    root: bytes
-    size: int
-    leaf_rule: str = LEAF_RULE
-
-    def to_json(self) -> dict[str, object]:
-        """Return the JSON form used in the spec."""
-        return {"leaf_rule": self.leaf_rule, "root": to_hex(self.root), "size": self.size}
-
-    @classmethod
-    def from_json(cls, value: dict[str, object]) -> DatasetCommitment:
-        """Parse the spec's ``dataset`` field."""
-        return cls(
-            root=from_hex(str(value["root"])),
-            size=int(value["size"]),  # type: ignore[call-overload]
-            leaf_rule=str(value["leaf_rule"]),
-        )
 
 
 def commit_dataset(x: torch.Tensor, y: torch.Tensor) -> tuple[DatasetCommitment, MerkleTree]:

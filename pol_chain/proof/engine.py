@@ -9,19 +9,18 @@ only) the learning rates.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from pol_chain.format import CheckpointMeta, SegmentStep
 from pol_chain.proof.errors import MalformedArtefactError
 from pol_chain.proof.seeds import derive_seed, epoch_permutation, make_generator
 from pol_chain.proof.task import TaskBundle
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "StepSampler",
     "capture_state",
     "model_tensors",
@@ -30,8 +29,6 @@ __all__ = [
     "run_step",
     "step_seeds",
 ]
-
-CHECKPOINT_FORMAT = "polchain-checkpoint-v1"
 
 
 class StepSampler:
@@ -87,24 +84,12 @@ def run_step(
     return loss.detach()
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items() if _json_safe(v) is not None}
-    return None
-
-
 def capture_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     step: int,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """Return the full state as ``({name: tensor clone on its device}, metadata)``."""
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -117,13 +102,16 @@ def capture_state(
                     tensors[f"optim.{pid}.{key}"] = value.detach().clone()
                 elif value is not None:
                     tensors[f"optim.{pid}.{key}"] = torch.tensor(float(value), dtype=torch.float64)
-    meta: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "lr": [_json_safe(g.get("lr")) for g in opt["param_groups"]],
-        "scheduler_position": step if scheduler is None else int(scheduler.last_epoch),
-        "step": step,
-    }
+    meta = CheckpointMeta(
+        step=step,
+        scheduler_position=step if scheduler is None else int(scheduler.last_epoch),
+        lr=tuple(_lr(g.get("lr")) for g in opt["param_groups"]),
+    )
     return tensors, meta
+
+
+def _lr(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def model_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -154,7 +142,7 @@ def restore_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     tensors: Mapping[str, torch.Tensor],
-    meta: Mapping[str, Any],
+    meta: CheckpointMeta,
     what: str,
 ) -> int:
     """Load model and optimizer state into a freshly built ``bundle``; return the step.
@@ -162,9 +150,7 @@ def restore_state(
     Hyperparameters stay those the bundle was built with (the spec); only the state
     and the scheduler *position* come from the checkpoint.
     """
-    step = meta.get("step")
-    if not isinstance(step, int) or step < 0:
-        raise MalformedArtefactError(what, "metadata has no valid step")
+    step = meta.step
     device = next(iter(model.state_dict().values())).device
     model_sd = {k: v.to(device) for k, v in model_tensors(tensors).items()}
     try:
@@ -194,20 +180,19 @@ def restore_state(
 def replay_steps(
     bundle: TaskBundle,
     tensors: Mapping[str, torch.Tensor],
-    meta: Mapping[str, Any],
-    steps: Sequence[Mapping[str, Any]],
+    meta: CheckpointMeta,
+    steps: Sequence[SegmentStep],
     what: str = "checkpoint",
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """Restore ``bundle`` from a checkpoint and replay the recorded ``steps`` (each with
-    ``indices`` and ``seeds``); return the captured state and the final step."""
+    """Restore ``bundle`` from a checkpoint and replay the recorded ``steps``; return the
+    captured state and the final step."""
     step = restore_state(bundle.model, bundle.optimizer, bundle.scheduler, tensors, meta, what)
     size = len(bundle.train_x)
     for st in steps:
-        idx = torch.tensor(st["indices"], dtype=torch.int64)
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+        if st.indices and (min(st.indices) < 0 or max(st.indices) >= size):
             raise MalformedArtefactError(what, "segment index outside the dataset")
-        run_step(bundle, idx, st["seeds"])
+        run_step(bundle, torch.tensor(st.indices, dtype=torch.int64), st.seeds)
         step += 1
         if on_step is not None:
             on_step(step)

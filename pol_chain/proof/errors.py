@@ -1,8 +1,15 @@
-"""Named errors of the proof engine; each carries a stable reason code."""
+"""Named errors of the proof engine; each carries a stable reason code.
+
+Malformed artefacts and ill-formed specs are format errors
+(:class:`pol_chain.format.FormatError`, :class:`pol_chain.format.SpecError`); the names
+below re-export them so engine callers need one import.
+"""
 
 from __future__ import annotations
 
 from pol_chain.errors import PolchainError
+from pol_chain.format.errors import FormatError, SpecError
+from pol_chain.format.reasons import Reason
 
 __all__ = [
     "IntegrityError",
@@ -14,52 +21,39 @@ __all__ = [
     "SpecError",
 ]
 
+MalformedArtefactError = FormatError
+"""An artefact is not valid safetensors / canonical JSON of its format."""
+
 
 class ProofError(PolchainError):
-    """Base class of every proof-engine error; ``code`` is the report's reason code.
+    """Base class of the proof engine's own errors; :attr:`code` is the reason code.
 
     A :class:`~pol_chain.errors.PolchainError`, so the CLI prints it as one line.
     """
 
-    code = "proof_error"
+    reason: Reason | None = None
 
-
-class SpecError(ProofError, ValueError):
-    """The run spec is not well-formed (missing fields, non-canonical, unknown task)."""
-
-    code = "spec_invalid"
-
-
-class MalformedArtefactError(ProofError, ValueError):
-    """An artefact is not valid safetensors / canonical JSON of the expected shape."""
-
-    code = "malformed_artefact"
-
-    def __init__(self, what: str, detail: str) -> None:
-        super().__init__(f"malformed artefact {what}: {detail}")
-        self.what = what
-        self.detail = detail
+    @property
+    def code(self) -> str:
+        """The report's reason code (``proof_error`` for errors that are not a verdict)."""
+        return self.reason.value if self.reason is not None else "proof_error"
 
 
 class IntegrityError(ProofError):
     """An artefact does not hash to its committed digest, or a leaf does not match."""
 
-    code = "artefact_digest"
+    reason = Reason.ARTEFACT_DIGEST
 
 
 class MembershipError(ProofError):
     """A data index does not open to the committed dataset root."""
 
-    code = "membership"
+    reason = Reason.MEMBERSHIP
 
 
 class RecorderError(ProofError, RuntimeError):
     """The recorder's background writer or a subscriber failed."""
 
-    code = "recorder"
-
 
 class ResumeError(ProofError, RuntimeError):
     """A proof directory cannot be resumed (spec, run or seed differ)."""
-
-    code = "resume"

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from pol_chain.proof.canonical import from_hex, sha256, to_hex
+from pol_chain.format import TaskSpec, to_hex
+from pol_chain.proof.canonical import sha256
 from pol_chain.proof.engine import run_step, step_seeds
 from pol_chain.proof.errors import SpecError
 from pol_chain.proof.recorder import Listener, Recorder
 from pol_chain.proof.seeds import derive_seed
-from pol_chain.proof.serialization import load_state_bytes, serialize_state
-from pol_chain.proof.spec import TaskSpec
+from pol_chain.proof.serialization import digest_model, load_model_bytes
 from pol_chain.proof.task import TaskBundle, configure_determinism, resolve_task
 
 __all__ = ["TrainResult", "build_bundle", "model_digest_of", "train"]
@@ -23,7 +23,7 @@ __all__ = ["TrainResult", "build_bundle", "model_digest_of", "train"]
 
 def model_digest_of(model: torch.nn.Module) -> bytes:
     """Return the model digest: SHA-256 of the deterministic model file of ``model``."""
-    return sha256(serialize_state(model.state_dict(), {"format": "polchain-model-v1"}))
+    return digest_model(model.state_dict())
 
 
 def build_bundle(
@@ -43,7 +43,7 @@ def build_bundle(
             raise SpecError("init kind 'parent' needs the parent model file")
         if sha256(parent_model) != parent:
             raise SpecError(f"parent model does not hash to {to_hex(parent)}")
-        tensors, _ = load_state_bytes(parent_model, "parent model")
+        tensors = load_model_bytes(parent_model, "parent model")
         bundle.model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
     return bundle
 
@@ -122,5 +122,5 @@ def train(
     digest = model_digest_of(bundle.model)
     if finished:
         final = rec.manifest.final
-        assert final is not None and from_hex(final["model"]["sha256"]) == digest
+        assert final is not None and final.model.sha256 == digest
     return TrainResult(Path(proof_dir), digest, rec.step, len(rec.manifest.entries), seconds, acc)

@@ -1,4 +1,4 @@
-"""Challenge policy: which segments a verifier replays, and what that buys (PROTOCOL §4).
+"""Challenge policy: which segments a verifier replays, and what that buys (docs/protocol.md §4).
 
 Segments are numbered 1..n (segment i leads from checkpoint i-1 to checkpoint i). A
 challenge replays: the first and last segment, ``m`` segments drawn without replacement
@@ -20,6 +20,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from pol_chain.format.names import CHALLENGE_DOMAIN
 
 __all__ = [
     "Policy",
@@ -75,7 +77,7 @@ def min_random_segments(f: float = 0.1, p: float = 0.95) -> int:
 
 def draw_random(challenge_seed: bytes, n: int, m: int) -> list[int]:
     """Draw ``min(m, n)`` distinct segments of 1..n from the challenge seed (Fisher-Yates
-    with SHA-256(``polchain-challenge-v1`` ‖ seed ‖ u64 counter) as the random source)."""
+    with SHA-256(``CHALLENGE_DOMAIN`` ‖ seed ‖ u64 j ‖ u64 counter) as the random source)."""
     pool = list(range(1, n + 1))
     out: list[int] = []
     for j in range(min(m, n)):
@@ -85,7 +87,7 @@ def draw_random(challenge_seed: bytes, n: int, m: int) -> list[int]:
         counter = 0
         while True:
             h = hashlib.sha256(
-                b"polchain-challenge-v1\x00"
+                CHALLENGE_DOMAIN
                 + bytes(challenge_seed)
                 + j.to_bytes(8, "big")
                 + counter.to_bytes(8, "big")

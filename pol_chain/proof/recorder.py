@@ -22,37 +22,38 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from pol_chain.commitment import ZERO32
-from pol_chain.commitment import leaf as make_leaf
-from pol_chain.proof.canonical import atomic_write, canonical_json, from_hex, sha256, to_hex
+from pol_chain.format import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    CheckpointMeta,
+    Manifest,
+    SegmentStep,
+    TaskSpec,
+    to_hex,
+)
+from pol_chain.proof.canonical import sha256
 from pol_chain.proof.engine import (
     StepSampler,
     capture_state,
-    model_tensors,
     restore_state,
     step_seeds,
 )
 from pol_chain.proof.errors import RecorderError, ResumeError
-from pol_chain.proof.manifest import Manifest, checkpoint_name, segment_name
+from pol_chain.proof.manifest import read_manifest
 from pol_chain.proof.seeds import derive_seed, make_generator
-from pol_chain.proof.serialization import load_state_bytes, write_state
-from pol_chain.proof.spec import TaskSpec
+from pol_chain.proof.serialization import load_checkpoint_bytes, load_state_bytes
+from pol_chain.proof.writer import ProofWriter
 
 __all__ = [
     "MODEL_FILE",
-    "SEGMENT_FORMAT",
     "CheckpointRecord",
     "FinalRecord",
     "Listener",
     "Recorder",
 ]
-
-SEGMENT_FORMAT = "polchain-segment-v1"
-MODEL_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ class _Job:
     index: int
     step: int
     tensors: dict[str, torch.Tensor]
-    meta: dict[str, Any]
-    segment: list[dict[str, Any]] | None
+    meta: CheckpointMeta
+    segment: list[SegmentStep] | None
     final: bool
 
 
@@ -125,25 +126,29 @@ class Recorder:
         self.k = spec.k
         self.listeners = list(listeners)
         self.step = 0
-        self._segment: list[dict[str, Any]] = []
+        self._segment: list[SegmentStep] = []
         self._errors: list[BaseException] = []
         self._closed = False
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, queue_size))
         self.proof_dir.mkdir(parents=True, exist_ok=True)
         spec_bytes = spec.to_bytes()
-        manifest_path = self.proof_dir / "manifest.json"
+        manifest_path = self.proof_dir / MANIFEST_FILE
         if resume and manifest_path.exists():
-            self.manifest = Manifest.from_bytes(manifest_path.read_bytes())
+            self._writer = ProofWriter(self.proof_dir, read_manifest(self.proof_dir))
             self._resume(spec_bytes)
         else:
             if manifest_path.exists():
                 raise ResumeError(f"{self.proof_dir} already holds a proof; pass resume=True")
-            atomic_write(self.proof_dir / "spec.json", spec_bytes)
-            self.manifest = Manifest.new(self.run_id, spec.digest, self.k, spec.total_steps)
+            self._writer = ProofWriter.create(self.proof_dir, spec, self.run_id)
             self._index = 0
             self._enqueue(final=False)
         self._worker = threading.Thread(target=self._work, name="polchain-recorder", daemon=True)
         self._worker.start()
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest as written so far (checkpoints the writer thread finished)."""
+        return self._writer.manifest
 
     # -- hooks -------------------------------------------------------------------------
     def sampler(self) -> StepSampler:
@@ -170,12 +175,8 @@ class Recorder:
         """Record one finished optimizer step on batch ``indices`` with its ``seeds``."""
         self._raise_errors()
         idx = indices.tolist() if isinstance(indices, torch.Tensor) else [int(i) for i in indices]
-        entry = {
-            "indices": idx,
-            "seeds": dict(seeds) if seeds is not None else self.step_seeds(),
-            "step": self.step,
-        }
-        self._segment.append(entry)
+        used = dict(seeds) if seeds is not None else self.step_seeds()
+        self._segment.append(SegmentStep(self.step, tuple(idx), used))
         self.step += 1
         if self.step % self.k == 0:
             self._enqueue(final=False)
@@ -240,82 +241,46 @@ class Recorder:
                 self._errors.append(exc)
 
     def _write(self, job: _Job) -> None:
-        root = self.proof_dir
+        writer = self._writer
         if job.tensors:
             cpu = {name: t.to("cpu") for name, t in job.tensors.items()}
-            ckpt_digest = write_state(root / checkpoint_name(job.index), cpu, job.meta)
-            seg_digest, seg_entry = ZERO32, None
-            if job.segment is not None:
-                body = canonical_json(
-                    {
-                        "end_step": job.step,
-                        "format": SEGMENT_FORMAT,
-                        "index": job.index,
-                        "start_step": job.step - len(job.segment),
-                        "steps": job.segment,
-                    }
-                )
-                atomic_write(root / segment_name(job.index), body)
-                seg_digest = sha256(body)
-                seg_entry = {"file": segment_name(job.index), "sha256": to_hex(seg_digest)}
-            leaf = make_leaf(self.run_id, job.index, job.step, ckpt_digest, seg_digest)
-            self.manifest.entries.append(
-                {
-                    "checkpoint": {
-                        "file": checkpoint_name(job.index),
-                        "sha256": to_hex(ckpt_digest),
-                    },
-                    "index": job.index,
-                    "leaf": to_hex(leaf),
-                    "segment": seg_entry,
-                    "step": job.step,
-                }
-            )
+            entry = writer.checkpoint(job.index, cpu, job.meta, job.segment)
             if job.final:
-                self._write_model(cpu, job)
-            self.manifest.write(root)
-            record = CheckpointRecord(
-                self.run_id,
-                job.index,
-                job.step,
-                root / checkpoint_name(job.index),
-                ckpt_digest,
-                root / segment_name(job.index) if job.segment is not None else None,
-                seg_digest,
-                leaf,
-                root / "manifest.json",
+                writer.model(cpu)
+            manifest_path = writer.write_manifest()
+            root = self.proof_dir
+            self._notify(
+                CheckpointRecord(
+                    self.run_id,
+                    entry.index,
+                    entry.step,
+                    root / entry.checkpoint.file,
+                    entry.checkpoint.sha256,
+                    root / entry.segment.file if entry.segment is not None else None,
+                    entry.segment_sha256,
+                    entry.leaf,
+                    manifest_path,
+                )
             )
-            self._notify(record)
         else:
-            last = self.manifest.entries[-1]
-            data = (root / last["checkpoint"]["file"]).read_bytes()
+            last = writer.manifest.entries[-1]
+            data = (self.proof_dir / last.checkpoint.file).read_bytes()
             tensors, _ = load_state_bytes(data, "last checkpoint")
-            self._write_model(tensors, job)
-            self.manifest.write(root)
+            writer.model(tensors)
+            manifest_path = writer.write_manifest()
         if job.final:
-            fin = self.manifest.final
+            fin = writer.manifest.final
             assert fin is not None
             self._notify(
                 FinalRecord(
                     self.run_id,
-                    int(fin["index"]),
-                    int(fin["step"]),
-                    root / MODEL_FILE,
-                    from_hex(fin["model"]["sha256"]),
-                    root / "manifest.json",
+                    fin.index,
+                    fin.step,
+                    self.proof_dir / fin.model.file,
+                    fin.model.sha256,
+                    manifest_path,
                 )
             )
-
-    def _write_model(self, tensors: Mapping[str, torch.Tensor], job: _Job) -> None:
-        last = self.manifest.entries[-1]
-        digest = write_state(
-            self.proof_dir / MODEL_FILE, model_tensors(tensors), {"format": "polchain-model-v1"}
-        )
-        self.manifest.data["final"] = {
-            "index": int(last["index"]),
-            "model": {"file": MODEL_FILE, "sha256": to_hex(digest)},
-            "step": int(last["step"]),
-        }
 
     def _notify(self, record: CheckpointRecord | FinalRecord) -> None:
         for listener in self.listeners:
@@ -334,11 +299,11 @@ class Recorder:
         if man.final is not None:
             raise ResumeError("run is already finalized")
         last = man.entries[-1]
-        data = (self.proof_dir / last["checkpoint"]["file"]).read_bytes()
-        if sha256(data) != from_hex(last["checkpoint"]["sha256"]):
-            raise ResumeError(f"checkpoint {last['index']} does not match its manifest digest")
-        tensors, meta = load_state_bytes(data, f"checkpoint {last['index']}")
+        data = (self.proof_dir / last.checkpoint.file).read_bytes()
+        if sha256(data) != last.checkpoint.sha256:
+            raise ResumeError(f"checkpoint {last.index} does not match its manifest digest")
+        tensors, meta = load_checkpoint_bytes(data, f"checkpoint {last.index}")
         self.step = restore_state(
             self.model, self.optimizer, self.scheduler, tensors, meta, "resume"
         )
-        self._index = int(last["index"]) + 1
+        self._index = last.index + 1

@@ -1,7 +1,8 @@
-"""Sub-seeds derived from the 32-byte run seed, one per purpose (PROTOCOL section 2).
+"""Sub-seeds derived from the 32-byte run seed, one per purpose (docs/protocol.md §2).
 
 ``derive_seed(run_seed, purpose, *counters)`` = first 8 bytes (big-endian, top bit
-cleared) of ``SHA-256("polchain-seed-v1" ‖ 0x00 ‖ run_seed ‖ purpose ‖ 0x00 ‖ u64 counters)``.
+cleared) of ``SHA-256(SEED_DOMAIN ‖ run_seed ‖ purpose ‖ 0x00 ‖ u64 counters)``
+(:data:`pol_chain.format.names.SEED_DOMAIN`).
 Purposes used by the engine: ``init``, ``data-order`` (per epoch), ``augment`` and
 ``dropout`` (per step).
 """
@@ -12,6 +13,8 @@ import hashlib
 
 import torch
 
+from pol_chain.format.names import SEED_DOMAIN
+
 __all__ = [
     "PURPOSES",
     "derive_seed",
@@ -20,14 +23,13 @@ __all__ = [
 ]
 
 PURPOSES = ("init", "data-order", "augment", "dropout")
-_DOMAIN = b"polchain-seed-v1\x00"
 
 
 def derive_seed(run_seed: bytes, purpose: str, *counters: int) -> int:
     """Return a 63-bit seed for ``purpose`` (and counters such as epoch or step)."""
     if len(run_seed) != 32:
         raise ValueError(f"run seed must be 32 bytes, got {len(run_seed)}")
-    h = hashlib.sha256(_DOMAIN + bytes(run_seed) + purpose.encode("utf-8") + b"\x00")
+    h = hashlib.sha256(SEED_DOMAIN + bytes(run_seed) + purpose.encode("utf-8") + b"\x00")
     for counter in counters:
         h.update(int(counter).to_bytes(8, "big"))
     return int.from_bytes(h.digest()[:8], "big") & ((1 << 63) - 1)

@@ -3,9 +3,11 @@
 The writer lays out tensors in sorted-name order with a header serialized as canonical
 JSON (one ``__metadata__`` entry, itself canonical), padded with spaces to 8 bytes, so
 the same state always gives the same bytes. The digest path streams the header and each
-tensor's bytes into SHA-256 without building one large buffer. Loading uses the
-``safetensors`` library only (data, never code): anything else is
-:class:`MalformedArtefactError`.
+tensor's bytes into SHA-256 without building one large buffer. Loading checks the
+header first (:func:`pol_chain.format.parse_header`: sizes, dtypes, shapes, offsets),
+then uses the ``safetensors`` library only (data, never code): anything else is
+:class:`MalformedArtefactError`. :func:`load_checkpoint_bytes` and
+:func:`load_model_bytes` also check the pol_chain metadata of their format.
 """
 
 from __future__ import annotations
@@ -19,16 +21,29 @@ from typing import Any, BinaryIO
 
 import torch
 
-from pol_chain.proof.canonical import canonical_json
+from pol_chain.format import (
+    CheckpointMeta,
+    check_model_meta,
+    metadata_entry,
+    model_meta,
+    parse_header,
+    polchain_meta_of,
+)
 from pol_chain.proof.errors import MalformedArtefactError
 
 __all__ = [
     "SerializedState",
+    "digest_model",
     "digest_state",
+    "load_checkpoint_bytes",
+    "load_model_bytes",
     "load_state_bytes",
+    "serialize_model",
     "serialize_state",
     "write_state",
 ]
+
+Meta = Mapping[str, Any] | CheckpointMeta
 
 _DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -47,10 +62,12 @@ _DTYPES: dict[torch.dtype, str] = {
 class SerializedState:
     """A state laid out for deterministic safetensors output (header + tensor views)."""
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]):
-        header: dict[str, Any] = {
-            "__metadata__": {"polchain": canonical_json(dict(metadata)).decode()}
-        }
+    def __init__(
+        self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | CheckpointMeta
+    ):
+        if isinstance(metadata, CheckpointMeta):
+            metadata = metadata.to_json()
+        header: dict[str, Any] = {"__metadata__": metadata_entry(dict(metadata))}
         self._chunks: list[memoryview] = []
         offset = 0
         for name in sorted(tensors):
@@ -98,19 +115,17 @@ class SerializedState:
         return h.digest()
 
 
-def serialize_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
+def serialize_state(tensors: Mapping[str, torch.Tensor], metadata: Meta) -> bytes:
     """Return deterministic safetensors bytes of ``tensors`` with canonical ``metadata``."""
     return SerializedState(tensors, metadata).to_bytes()
 
 
-def digest_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
+def digest_state(tensors: Mapping[str, torch.Tensor], metadata: Meta) -> bytes:
     """Return SHA-256 of :func:`serialize_state` without materializing the bytes."""
     return SerializedState(tensors, metadata).digest()
 
 
-def write_state(
-    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
-) -> bytes:
+def write_state(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Meta) -> bytes:
     """Write the state atomically to ``path`` (tmp, fsync, rename); return its digest."""
     import os
 
@@ -125,27 +140,48 @@ def write_state(
 
 
 def load_state_bytes(data: bytes, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Parse safetensors ``data`` (data only, never pickle) into tensors and metadata."""
+    """Parse safetensors ``data`` (data only, never pickle) into tensors and the pol_chain
+    metadata object (any format)."""
     from safetensors.torch import load
 
-    if len(data) < 8:
-        raise MalformedArtefactError(what, "too short for safetensors")
+    _, metadata = parse_header(data, what)
+    meta = polchain_meta_of(metadata, what)
     try:
-        tensors = load(data)
-        (size,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+        tensors = load(bytes(data))
     except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed artefact
         raise MalformedArtefactError(
             what, f"not valid safetensors ({exc.__class__.__name__})"
         ) from None
-    meta = header.get("__metadata__") or {}
-    raw = meta.get("polchain")
-    if not isinstance(raw, str):
-        raise MalformedArtefactError(what, "missing polchain metadata")
+    return dict(tensors), meta
+
+
+def load_checkpoint_bytes(data: bytes, what: str) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """Parse checkpoint bytes: its tensors and its :class:`CheckpointMeta`."""
+    tensors, meta = load_state_bytes(data, what)
+    from pol_chain.format import JsonObject
+
+    return tensors, CheckpointMeta.from_json(JsonObject(meta, what, "__metadata__.polchain"))
+
+
+def load_model_bytes(data: bytes, what: str) -> dict[str, torch.Tensor]:
+    """Parse a model file's bytes (its metadata must be the model format's)."""
+    from safetensors.torch import load
+
+    _, metadata = parse_header(data, what)
+    check_model_meta(metadata, what)
     try:
-        metadata = json.loads(raw)
-    except ValueError:
-        raise MalformedArtefactError(what, "polchain metadata is not JSON") from None
-    if not isinstance(metadata, dict):
-        raise MalformedArtefactError(what, "polchain metadata is not an object")
-    return dict(tensors), metadata
+        return dict(load(bytes(data)))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed artefact
+        raise MalformedArtefactError(
+            what, f"not valid safetensors ({exc.__class__.__name__})"
+        ) from None
+
+
+def serialize_model(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """The model file bytes of ``tensors`` (unprefixed names, model metadata)."""
+    return serialize_state(tensors, model_meta())
+
+
+def digest_model(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """The model digest of ``tensors``: SHA-256 of :func:`serialize_model`."""
+    return digest_state(tensors, model_meta())

@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
+from pol_chain.format import TaskSpec, to_hex
 from pol_chain.proof.errors import SpecError
 
 __all__ = [
     "TaskBundle",
     "TaskFn",
+    "check_source",
     "configure_determinism",
     "resolve_task",
     "task_source_sha256",
@@ -79,6 +81,18 @@ def task_source_sha256(entry: str) -> bytes:
         raise SpecError(f"task module {module_name!r} has no source file")
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).digest()
+
+
+def check_source(spec: TaskSpec) -> None:
+    """Raise :class:`SpecError` unless the spec's task resolves here and its local source
+    hashes to the spec's."""
+    resolve_task(spec.entry)
+    local = task_source_sha256(spec.entry)
+    if local != spec.source_sha256:
+        raise SpecError(
+            f"task source of {spec.entry} hashes to {to_hex(local)}, "
+            f"spec commits {to_hex(spec.source_sha256)}"
+        )
 
 
 def configure_determinism(deterministic: bool = True, threads: int | None = None) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """One honest digits run per session, trained and committed live on a real Anvil ledger,
-with the thieves of PROTOCOL 6.7/6.8 acting around it; every attack test reuses it.
+with the thieves of docs/protocol.md §6.7/6.8 acting around it; every attack test reuses it.
 
 Timeline (``world`` fixture): the honest trainer (account 1) registers and commits every
 checkpoint as it is pinned; a live copier (account 4) re-binds each pinned checkpoint to

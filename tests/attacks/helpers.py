@@ -34,7 +34,7 @@ def commit_forgery(world: World, forged: ForgedProof) -> None:
 
 def failed_segments(report: Report) -> dict[int, dict[str, Any]]:
     """Replayed segments that failed, by index."""
-    return {s["index"]: s for s in report.data["segments"] if not s["passed"]}
+    return {s.index: s for s in report.segments if not s.passed}
 
 
 def ratio(world: World, forged: ForgedProof) -> dict[str, float]:

@@ -54,4 +54,4 @@ def test_reported_update_norm_is_the_full_state_update(world: World) -> None:
     )
     seg = report.segment(9)
     assert seg is not None
-    assert seg["metrics"]["update_norm"] == pytest.approx(true_norm, rel=1e-6)
+    assert seg.metrics.update_norm == pytest.approx(true_norm, rel=1e-6)

@@ -28,7 +28,7 @@ from .helpers import challenge_and_verify, commit_forgery, failed_segments, rati
 
 def test_honest_run_verifies_on_chain_and_with_the_reference(world: World) -> None:
     report = challenge_and_verify(world, world.honest_run, world.honest_dir)
-    assert report.passed and report.data["bitwise_identical"], report.data["checks"]
+    assert report.passed and report.bitwise_identical, report.checks
     ref = reference_verify(world.honest_dir, threads=2)
     assert ref.passed, ref.reasons
     owner = world.admin.owner_of(world.model_digest)
@@ -68,11 +68,11 @@ def test_rank_matched_init(world: World) -> None:
     report = challenge_and_verify(world, run, forged.proof_dir)
     assert not report.passed
     assert "init_mismatch" in report.reasons
-    assert report.data["checks"]["init"]["ok"] is False
+    assert report.checks["init"].ok is False
     world.record(
         "rank-matched init",
         reference="accepts",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         cost=ratio(world, forged),
         distance_ratio=round(dist(w0) / dist(seeded), 3),
     )
@@ -97,11 +97,11 @@ def test_adversarial_data(world: World) -> None:
     )
     assert not report.passed
     assert "membership" in report.reasons
-    assert report.data["checks"]["membership"]["ok"] is False
+    assert report.checks["membership"].ok is False
     world.record(
         "adversarial data",
         reference="accepts",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         cost=ratio(world, forged),
         perturbed_samples=forged.details["perturbed_samples"],
     )
@@ -122,12 +122,12 @@ def test_blindfold_top_q(world: World) -> None:
     policy = Policy(full_below=0, m=5, q=1)
     report = challenge_and_verify(world, run, forged.proof_dir, policy=policy, attest=False)
     assert not report.passed
-    assert report.data["checks"]["init"]["ok"] and report.data["checks"]["data_order"]["ok"]
+    assert report.checks["init"].ok and report.checks["data_order"].ok
     failed = failed_segments(report)
-    assert all(s["passed"] for s in report.data["segments"] if s["index"] in honest_segments)
-    caught_by_random = [i for i, s in failed.items() if "random" in s["selected_by"]]
+    assert all(s.passed for s in report.segments if s.index in honest_segments)
+    caught_by_random = [i for i, s in failed.items() if "random" in s.selected_by]
     assert caught_by_random and {"replay_distance", "direction"} & set(report.reasons)
-    n = len(report.data["segments"]) and 9
+    n = len(report.segments) and 9
     f = (n - len(honest_segments)) / n
     bound = detection_probability(f, policy.m)
     assert bound >= 0.99
@@ -137,7 +137,7 @@ def test_blindfold_top_q(world: World) -> None:
     world.record(
         "blindfold top-Q",
         reference="accepts",
-        pol_chain=default.reasons,
+        pol_chain=default.reason_codes,
         random_segments_failed=sorted(caught_by_random),
         detection_bound=round(bound, 6),
         cost=ratio(world, forged),
@@ -165,12 +165,12 @@ def test_infinitesimal_update(world: World) -> None:
         report = challenge_and_verify(world, run, forged.proof_dir)
         assert not report.passed
         assert {"replay_distance", "direction"} <= set(report.reasons)
-        errors = [s["metrics"]["normalized_error"] for s in report.data["segments"]]
+        errors = [s.metrics.normalized_error for s in report.segments]
         assert min(errors) > 0.5  # relative error ≈ 1: the replay did not move along W_i→W_i+1
         world.record(
             f"infinitesimal update (tiny lr in {claim})",
             reference="accepts",
-            pol_chain=report.reasons,
+            pol_chain=report.reason_codes,
             min_normalized_error=round(min(errors), 3),
             cost=ratio(world, forged),
         )
@@ -187,16 +187,16 @@ def test_momentum_steering(world: World) -> None:
     assert ref.passed, ref.reasons
     report = challenge_and_verify(world, run, forged.proof_dir)
     assert not report.passed
-    assert report.data["checks"]["init"]["ok"] and report.data["checks"]["data_order"]["ok"]
+    assert report.checks["init"].ok and report.checks["data_order"].ok
     assert "replay_distance" in report.reasons
     # the parameters of every intermediate checkpoint replay exactly; only the optimizer
     # state (compared over the full state) gives the forgery away
     seg = report.segment(3)
-    assert seg is not None and not seg["passed"] and seg["metrics"]["normalized_error"] > 0.1
+    assert seg is not None and not seg.passed and seg.metrics.normalized_error > 0.1
     world.record(
         "momentum steering",
         reference="accepts",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         cost=ratio(world, forged),
         final_residual_l2=round(forged.details["final_residual_l2"], 5),
     )

@@ -43,7 +43,7 @@ def test_ten_honest_runs_all_verify(short_spec: TaskSpec, tmp_path: Path) -> Non
         train(short_spec, proof, run, seed, threads=2)
         report = verify_dir(proof, run_id=run, run_seed=seed, challenge_seed=seed, threads=2)
         assert report.passed, (i, report.reasons)
-        assert report.data["bitwise_identical"]
+        assert report.bitwise_identical
         ref_passed += reference_verify(proof, threads=2).passed
         shutil.rmtree(proof)
     print(f"\n[honest] 10/10 pass pol_chain; {ref_passed}/10 pass the reference-style verifier")
@@ -58,7 +58,7 @@ def test_hundred_honest_inits_pass_the_init_rule(spec: TaskSpec, tmp_path: Path)
         proof = tmp_path / "init"
         write_proof(proof, spec, run, [(w0, checkpoint_meta(bundle, 0))], [], final=False)
         report = verify_dir(proof, run_id=run, run_seed=seed, challenge_seed=seed, threads=2)
-        assert report.data["checks"]["init"]["ok"], (i, report.data["checks"]["init"])
+        assert report.checks["init"].ok, (i, report.checks["init"])
         assert "init_mismatch" not in report.reasons
         ks_ok, _ = ks_init_test(bundle.model.state_dict(), spec)
         ks_rejects += not ks_ok

@@ -59,11 +59,11 @@ def test_tampered_checkpoint_after_commitment(world: World, honest_seed: bytes) 
         threads=2,
     )
     last = alone.segment(9)
-    assert last is not None and not last["passed"] and "replay_distance" in last["reasons"]
+    assert last is not None and not last.passed and "replay_distance" in last.reasons
     world.record(
         "tampered checkpoint (re-derived manifest)",
         reference="accepts",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         cost={"steps": 0.0},
     )
 
@@ -80,7 +80,7 @@ def test_tampered_data_order_after_commitment(world: World, honest_seed: bytes) 
     world.record(
         "tampered data order",
         reference="accepts",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         cost={"steps": 0.0},
     )
 
@@ -101,7 +101,7 @@ def test_pickle_payload_never_executes(world: World, tmp_path: Path) -> None:
     world.record(
         f"pickle payload in {target}",
         reference="rejects as unreadable (data-only loader); nothing executed",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         cost={"steps": 0.0},
     )
 

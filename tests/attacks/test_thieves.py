@@ -43,7 +43,7 @@ def test_thieves_lose_ownership(world: World) -> None:
     world.record(
         "proof copying, live + front-run finalize",
         reference="accepts",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         cost={"steps": 0.0},
     )
     owner = ledger.owner_of(digest)
@@ -60,7 +60,7 @@ def test_thieves_lose_ownership(world: World) -> None:
     world.record(
         "early thief (leaked model, claims first)",
         reference="accepts",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         owner_after="honest",
         cost={"steps": round(world.early.cost.gradient_steps / world.honest_steps, 3)},
     )
@@ -77,7 +77,7 @@ def test_thieves_lose_ownership(world: World) -> None:
     world.record(
         "proof copying, whole (late thief)",
         reference="accepts",
-        pol_chain=report.reasons,
+        pol_chain=report.reason_codes,
         owner_after="honest (by timestamp)",
         cost={"steps": 0.0},
     )

@@ -64,14 +64,14 @@ def test_killed_run_is_reported_verified_and_resumed(
     from pol_chain.proof.verifier import verify_dir
 
     rep = verify_dir(proof, run_id=RUN_ID, run_seed=RUN_SEED, challenge_seed=CHALLENGE, threads=2)
-    assert rep.passed, rep.data["checks"]
-    assert rep.data["finalized"] is False and rep.data["last_index"] == status.last_index
+    assert rep.passed, rep.checks
+    assert rep.finalized is False and rep.last_index == status.last_index
     assert report.manifest().final is None
 
     result = train(spec, proof, RUN_ID, RUN_SEED, resume=True, threads=2)
     honest = DirectorySource(honest_proof).manifest()
     resumed = DirectorySource(proof).manifest()
     assert resumed.final is not None and honest.final is not None
-    assert resumed.final["model"]["sha256"] == honest.final["model"]["sha256"]
-    assert "0x" + result.model_digest.hex() == honest.final["model"]["sha256"]
+    assert resumed.final.model.sha256 == honest.final.model.sha256
+    assert result.model_digest == honest.final.model.sha256
     assert resumed.leaves == honest.leaves  # bitwise-identical continuation

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pol_chain.format import canonical_json, parse_json
 from pol_chain.proof import (
     LEAF_RULE,
     MalformedArtefactError,
@@ -17,9 +18,10 @@ from pol_chain.proof import (
     sample_leaf,
     verify_membership,
 )
-from pol_chain.proof.canonical import canonical_json, parse_canonical_json, sha256
+from pol_chain.proof.canonical import sha256
 from pol_chain.proof.seeds import derive_seed
 from pol_chain.proof.serialization import digest_state, load_state_bytes, serialize_state
+from pol_chain.proof.task import check_source
 
 
 def test_spec_is_canonical_and_round_trips(spec: TaskSpec) -> None:
@@ -42,9 +44,9 @@ def test_bad_specs_are_named_errors(spec: TaskSpec) -> None:
     with pytest.raises(SpecError):
         TaskSpec.from_bytes(b"NaN")
     with pytest.raises(SpecError):
-        spec.replace(entry="pol_chain.tasks.digits:nope").check_source()
+        check_source(spec.replace(entry="pol_chain.tasks.digits:nope"))
     with pytest.raises(SpecError):
-        spec.replace(source_sha256=b"\x00" * 32).check_source()
+        check_source(spec.replace(source_sha256=b"\x00" * 32))
     with pytest.raises(ValueError):
         canonical_json({"x": float("nan")})
 
@@ -117,7 +119,7 @@ def test_pickles_and_torch_save_files_are_inert(tmp_path: Path) -> None:
         with pytest.raises(MalformedArtefactError):
             load_state_bytes(data, "artefact")
         with pytest.raises(MalformedArtefactError):
-            parse_canonical_json(data, "artefact")
+            parse_json(data, "artefact")
     assert not sentinel.exists()
 
 

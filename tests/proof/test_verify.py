@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from pol_chain.commitment import accumulator
+from pol_chain.format import canonical_json
 from pol_chain.proof import TaskSpec, commit_dataset, make_spec, train
-from pol_chain.proof.canonical import canonical_json, sha256
+from pol_chain.proof.canonical import sha256
 from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.manifest import DirectorySource
 from pol_chain.proof.report import Report
@@ -28,7 +29,7 @@ def _verify(proof: Path, **kw: object) -> Report:
 
 
 def _failed(report: Report) -> set[int]:
-    return {s["index"] for s in report.data["segments"] if not s["passed"]}
+    return {s.index for s in report.segments if not s.passed}
 
 
 def test_honest_proof_verifies_bitwise(honest_proof: Path, tmp_path: Path) -> None:
@@ -37,17 +38,17 @@ def test_honest_proof_verifies_bitwise(honest_proof: Path, tmp_path: Path) -> No
         honest_proof,
         committed_leaves=man.leaves,
         committed_accumulator=accumulator(man.leaves),
-        model_digest=bytes.fromhex(man.final["model"]["sha256"][2:]),  # type: ignore[index]
+        model_digest=man.final.model.sha256 if man.final else None,
         out_dir=tmp_path,
     )
-    assert report.passed, report.data["checks"]
-    assert report.data["bitwise_identical"] is True
-    assert len(report.data["segments"]) == 9  # small run: verified in full
-    assert all(s["metrics"]["l2"] == 0.0 for s in report.data["segments"])
+    assert report.passed, report.checks
+    assert report.bitwise_identical is True
+    assert len(report.segments) == 9  # small run: verified in full
+    assert all(s.metrics.l2 == 0.0 for s in report.segments)
     written = (tmp_path / "report.json").read_bytes()
-    assert written == canonical_json(report.data) and sha256(written) == report.digest
+    assert written == canonical_json(report.to_json()) and sha256(written) == report.digest
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert report.data["environment"]["deterministic"] is True
+    assert report.environment["deterministic"] is True
 
 
 def test_checkpoint_noise_of_one_update_fails_at_its_segment(proof_copy: Path) -> None:
@@ -65,8 +66,8 @@ def test_checkpoint_noise_of_one_update_fails_at_its_segment(proof_copy: Path) -
     report = _verify(proof_copy, committed_leaves=recommit(proof_copy))
     assert not report.passed
     assert j in _failed(report)
-    assert "replay_distance" in report.segment(j)["reasons"]  # type: ignore[index]
-    assert report.segment(j - 1)["passed"]  # type: ignore[index]
+    assert "replay_distance" in report.segment(j).reasons  # type: ignore[union-attr]
+    assert report.segment(j - 1).passed  # type: ignore[union-attr]
 
 
 def _rewrite_segment(proof: Path, j: int, edit: object) -> None:
@@ -84,7 +85,7 @@ def test_permuted_batches_fail(proof_copy: Path) -> None:
     report = _verify(proof_copy, committed_leaves=recommit(proof_copy))
     assert not report.passed and 3 in _failed(report)
     assert "data_order" in report.reasons
-    assert "replay_distance" in report.segment(3)["reasons"]  # type: ignore[index]
+    assert "replay_distance" in report.segment(3).reasons  # type: ignore[union-attr]
 
 
 def test_substituted_batch_fails(proof_copy: Path) -> None:
@@ -117,7 +118,7 @@ def test_lr_mismatch_caught_because_replay_uses_spec(proof_copy: Path, spec: Tas
     report = _verify(proof_copy, committed_leaves=recommit(proof_copy))
     assert not report.passed
     assert "replay_distance" in report.reasons
-    assert report.data["spec_sha256"] == "0x" + forged.digest.hex()
+    assert report.spec_sha256 == forged.digest
 
 
 def test_non_seeded_init_fails(proof_copy: Path, spec: TaskSpec) -> None:
@@ -129,7 +130,7 @@ def test_non_seeded_init_fails(proof_copy: Path, spec: TaskSpec) -> None:
     report = _verify(proof_copy, committed_leaves=recommit(proof_copy))
     assert not report.passed
     assert "init_mismatch" in report.reasons
-    assert report.data["checks"]["init"]["ok"] is False
+    assert report.checks["init"].ok is False
 
 
 def test_proof_copied_under_another_run_seed_fails(proof_copy: Path) -> None:
@@ -153,7 +154,7 @@ def test_sample_outside_committed_dataset_fails_membership(
     report = _verify(honest_proof, dataset=(x, y), dataset_proofs=tree.proof)
     assert not report.passed
     assert "membership" in report.reasons
-    assert any(f"index {j} " in d for d in report.data["checks"]["membership"]["details"])
+    assert any(f"index {j} " in d for d in report.checks["membership"].details)
 
 
 def test_index_outside_dataset_fails(proof_copy: Path) -> None:
@@ -209,7 +210,7 @@ def test_tampered_spec_is_invalid(proof_copy: Path) -> None:
     (proof_copy / "spec.json").write_bytes(b'{"format": "polchain-spec-v1"}')
     recommit(proof_copy)
     report = _verify(proof_copy)
-    assert report.reasons == ["spec_invalid"]
+    assert report.reason_codes == ["spec_invalid"]
 
 
 def test_digits_reaches_90_percent(tmp_path: Path) -> None:

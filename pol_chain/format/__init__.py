@@ -1,0 +1,112 @@
+"""The pol_chain formats: one typed home for every artefact and its references.
+
+Torch-free and chain-free: frozen records, each with one ``to_bytes``/``from_bytes`` (or
+``to_json``/``from_json`` for the parts of a larger record) and a format version in
+:mod:`.names`. Parsing is validation: untrusted bytes are bounded (size, nesting depth,
+counts, ranges) and any violation is a :class:`FormatError` naming the field.
+
+- :mod:`.spec` — :class:`TaskSpec`, :class:`InitRule`, :class:`DatasetCommitment`.
+- :mod:`.manifest` — proof directory layout, :class:`Manifest` (local and published forms).
+- :mod:`.segment` — :class:`Segment`, :class:`SegmentStep`.
+- :mod:`.checkpoint` — :class:`CheckpointMeta`, model metadata, the safetensors header check.
+- :mod:`.report` — :class:`Report`, :class:`SegmentResult`, :class:`Check`, :class:`Metrics`.
+- :mod:`.reasons` — :class:`Reason`, the verdict's reason codes.
+- :mod:`.binding` — :class:`RunBinding`, a proof directory's chain facts.
+"""
+
+from pol_chain.format._json import (
+    JsonObject,
+    canonical_json,
+    from_hex,
+    parse_digest,
+    parse_json,
+    to_hex,
+)
+from pol_chain.format.binding import BINDING_FILE, NotAProofDir, RunBinding
+from pol_chain.format.checkpoint import (
+    MODEL_META,
+    CheckpointMeta,
+    TensorInfo,
+    check_model_meta,
+    metadata_entry,
+    model_meta,
+    parse_header,
+    polchain_meta_of,
+)
+from pol_chain.format.errors import FormatError, SpecError, UnknownFormat
+from pol_chain.format.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SPEC_FILE,
+    ArtefactRef,
+    FinalModel,
+    Manifest,
+    ManifestEntry,
+    checkpoint_name,
+    require_published,
+    segment_name,
+)
+from pol_chain.format.names import (
+    CHECKPOINT_FORMAT,
+    MANIFEST_FORMAT,
+    MODEL_FORMAT,
+    REPORT_FORMAT,
+    SAMPLE_LEAF_RULE,
+    SEGMENT_FORMAT,
+    SPEC_FORMAT,
+)
+from pol_chain.format.reasons import Reason
+from pol_chain.format.report import Check, Metrics, Report, SegmentResult, Thresholds
+from pol_chain.format.segment import Segment, SegmentStep
+from pol_chain.format.spec import DatasetCommitment, InitRule, TaskSpec
+
+__all__ = [
+    "BINDING_FILE",
+    "CHECKPOINT_FORMAT",
+    "MANIFEST_FILE",
+    "MANIFEST_FORMAT",
+    "MODEL_FILE",
+    "MODEL_FORMAT",
+    "MODEL_META",
+    "REPORT_FORMAT",
+    "SAMPLE_LEAF_RULE",
+    "SEGMENT_FORMAT",
+    "SPEC_FILE",
+    "SPEC_FORMAT",
+    "ArtefactRef",
+    "Check",
+    "CheckpointMeta",
+    "DatasetCommitment",
+    "FinalModel",
+    "FormatError",
+    "InitRule",
+    "JsonObject",
+    "Manifest",
+    "ManifestEntry",
+    "Metrics",
+    "NotAProofDir",
+    "Reason",
+    "Report",
+    "RunBinding",
+    "SegmentResult",
+    "Segment",
+    "SegmentStep",
+    "SpecError",
+    "TaskSpec",
+    "TensorInfo",
+    "Thresholds",
+    "UnknownFormat",
+    "canonical_json",
+    "check_model_meta",
+    "checkpoint_name",
+    "from_hex",
+    "metadata_entry",
+    "model_meta",
+    "parse_digest",
+    "parse_header",
+    "parse_json",
+    "polchain_meta_of",
+    "require_published",
+    "segment_name",
+    "to_hex",
+]

@@ -1,0 +1,40 @@
+"""Every name and domain string of the pol_chain formats, spelled once.
+
+Artefact formats carry their name in a ``format`` field (JSON) or in the ``polchain``
+metadata entry (safetensors); hashing domains prefix what they hash so that one kind of
+digest can never be mistaken for another. A new field is a new version: the name changes
+and the parser of the old name either still reads the old bytes or refuses them with a
+message that says which version it expected (see ``docs/protocol.md``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BINDING_FORMAT",
+    "CHALLENGE_DOMAIN",
+    "CHECKPOINT_FORMAT",
+    "MANIFEST_FORMAT",
+    "MODEL_FORMAT",
+    "REPORT_FORMAT",
+    "SAMPLE_LEAF_RULE",
+    "SEED_DOMAIN",
+    "SEGMENT_FORMAT",
+    "SPEC_FORMAT",
+]
+
+SPEC_FORMAT = "polchain-spec-v1"
+MANIFEST_FORMAT = "polchain-manifest-v1"
+SEGMENT_FORMAT = "polchain-segment-v1"
+CHECKPOINT_FORMAT = "polchain-checkpoint-v1"
+MODEL_FORMAT = "polchain-model-v1"
+REPORT_FORMAT = "polchain-report-v1"
+BINDING_FORMAT = "polchain-binding-v1"
+
+SAMPLE_LEAF_RULE = "polchain-sample-v1"
+"""Per-sample dataset leaf rule (the spec's ``dataset.leaf_rule``)."""
+
+SEED_DOMAIN = b"polchain-seed-v1\x00"
+"""Domain of the purpose sub-seeds derived from a run seed."""
+
+CHALLENGE_DOMAIN = b"polchain-challenge-v1\x00"
+"""Domain of the random segment draw from a challenge seed."""

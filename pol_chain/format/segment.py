@@ -1,0 +1,124 @@
+"""Segments (``polchain-segment-v1``): the data of every step between two checkpoints.
+
+Shape (canonical JSON)::
+
+    {"end_step", "format", "index", "start_step",
+     "steps": [{"indices": [i, ...], "seeds": {"augment": s, "dropout": s}, "step": t}, ...]}
+
+Step ``t`` trained on the samples ``indices`` with the per-step ``seeds``. Parsing bounds
+every count and every value: an index is a non-negative 63-bit integer (the verifier
+then checks it against the committed dataset size), a seed a 63-bit integer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pol_chain.format._json import (
+    UINT63_MAX,
+    CanonicalRecord,
+    JsonDict,
+    JsonObject,
+    parse_json,
+)
+from pol_chain.format.errors import FormatError
+from pol_chain.format.names import SEGMENT_FORMAT
+
+__all__ = ["Segment", "SegmentStep"]
+
+MAX_STEPS = 1 << 20
+MAX_BATCH = 1 << 20
+MAX_SEGMENT_BYTES = 1 << 30
+MAX_SEEDS = 64
+
+
+@dataclass(frozen=True)
+class SegmentStep:
+    """One optimizer step: its number, the sample indices it used and its seeds."""
+
+    step: int
+    indices: tuple[int, ...]
+    seeds: Mapping[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> JsonDict:
+        """The JSON form."""
+        return {"indices": list(self.indices), "seeds": dict(self.seeds), "step": self.step}
+
+    @classmethod
+    def from_json(cls, obj: JsonObject) -> SegmentStep:
+        """Parse one step entry."""
+        obj.only(("indices", "seeds", "step"))
+        seeds_obj = obj.obj("seeds")
+        if len(seeds_obj.value) > MAX_SEEDS:
+            raise obj.fail("seeds", f"has more than {MAX_SEEDS} entries")
+        seeds = {str(k): seeds_obj.int(str(k)) for k in seeds_obj.value}
+        return cls(obj.int("step"), tuple(obj.int_list("indices", 0, UINT63_MAX, MAX_BATCH)), seeds)
+
+
+@dataclass(frozen=True)
+class Segment(CanonicalRecord):
+    """Segment ``index``: the steps ``start_step .. end_step - 1`` that lead from checkpoint
+    ``index - 1`` to checkpoint ``index``."""
+
+    index: int
+    start_step: int
+    end_step: int
+    steps: tuple[SegmentStep, ...]
+
+    def __post_init__(self) -> None:
+        if self.index < 1:
+            raise FormatError("segment", "segment indices start at 1", field="index")
+        if len(self.steps) != self.end_step - self.start_step:
+            raise FormatError(
+                f"segment {self.index}",
+                f"{len(self.steps)} steps between steps {self.start_step} and {self.end_step}",
+                field="steps",
+            )
+        for pos, st in enumerate(self.steps):
+            if st.step != self.start_step + pos:
+                raise FormatError(
+                    f"segment {self.index}",
+                    f"step {st.step} out of order",
+                    field=f"steps[{pos}].step",
+                )
+
+    @classmethod
+    def of(cls, index: int, end_step: int, steps: Sequence[SegmentStep]) -> Segment:
+        """The segment of ``steps`` ending at ``end_step``."""
+        return cls(index, end_step - len(steps), end_step, tuple(steps))
+
+    def to_json(self) -> JsonDict:
+        """The JSON form."""
+        return {
+            "end_step": self.end_step,
+            "format": SEGMENT_FORMAT,
+            "index": self.index,
+            "start_step": self.start_step,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str = "segment") -> Segment:
+        """Parse segment bytes (canonical JSON, bounded, data only)."""
+        return cls.from_json(parse_json(data, what, max_bytes=MAX_SEGMENT_BYTES), what)
+
+    @classmethod
+    def from_json(cls, value: Any, what: str = "segment") -> Segment:
+        """Parse and validate a segment object."""
+        obj = JsonObject(value, what)
+        obj.format(SEGMENT_FORMAT)
+        obj.only(("end_step", "format", "index", "start_step", "steps"))
+        items = obj.list("steps", MAX_STEPS)
+        steps = tuple(
+            SegmentStep.from_json(JsonObject(s, what, f"steps[{i}]")) for i, s in enumerate(items)
+        )
+        try:
+            return cls(obj.int("index", 1), obj.int("start_step"), obj.int("end_step"), steps)
+        except FormatError as exc:
+            raise FormatError(what, exc.detail, field=exc.field) from None
+
+    def max_index(self) -> int:
+        """The largest sample index used (-1 for a segment without samples)."""
+        return max((max(s.indices) for s in self.steps if s.indices), default=-1)
