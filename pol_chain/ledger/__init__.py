@@ -1,11 +1,11 @@
 """The ProofLedger contract's client (web3.py + eth-account; no torch).
 
-- :mod:`~pol_chain.ledger.client` — :class:`LedgerClient` (deploy, every call, views).
-- :mod:`~pol_chain.ledger.reader` — :class:`LedgerReader`, a light read-only reader over
-  raw JSON-RPC (no web3), for fast read-only commands.
+- :mod:`~pol_chain.ledger.reader` — :class:`LedgerReader`, the one read path (JSON-RPC
+  with httpx, decoded with eth-abi; no web3): every view and every log.
+- :mod:`~pol_chain.ledger.client` — :class:`LedgerClient`, a reader that also signs and
+  sends transactions (web3.py, eth-account).
 - :mod:`~pol_chain.ledger.history` — history of a run or model rebuilt from logs.
 - :mod:`~pol_chain.ledger.anvil` — :class:`EmbeddedChain`, the managed local Anvil.
-- :mod:`~pol_chain.ledger.connect` — :func:`open_ledger`: settings → ready client.
 - :mod:`~pol_chain.ledger.deployments` — ledger address per chain id in the data folder.
 - :mod:`~pol_chain.ledger.accounts` — Anvil dev accounts, encrypted keystores.
 - :mod:`~pol_chain.ledger.errors` — named errors, one per Solidity custom error.
@@ -14,6 +14,7 @@
 The public names below load lazily (PEP 562): ``import pol_chain.ledger.reader`` or
 ``from pol_chain.ledger import ModelHistory`` does not import web3 (about 1.4 s); the
 first access to a web3-backed name (``LedgerClient``, ``connect_web3`` …) does.
+:func:`pol_chain.compose.context.open_ledger` goes from settings to a ledger.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pol_chain.ledger.accounts import create_keystore, dev_account, load_keystore
+    from pol_chain.ledger.accounts import (
+        create_keystore,
+        dev_account,
+        load_keystore,
+        resolve_account,
+    )
     from pol_chain.ledger.anvil import EmbeddedChain, find_anvil
     from pol_chain.ledger.client import (
         LedgerClient,
@@ -31,7 +37,6 @@ if TYPE_CHECKING:
         load_artifact,
         sign_attestation,
     )
-    from pol_chain.ledger.connect import open_ledger, resolve_account
     from pol_chain.ledger.deployments import (
         Deployment,
         Deployments,
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
     )
     from pol_chain.ledger.errors import ContractRevert, PolchainLedgerError
     from pol_chain.ledger.history import ModelHistory, RunHistory, model_history, run_history
-    from pol_chain.ledger.reader import LedgerReader, open_reader
+    from pol_chain.ledger.reader import LedgerReader
     from pol_chain.ledger.types import ChallengeStatus, RunStatus
 
 __all__ = [
@@ -65,8 +70,6 @@ __all__ = [
     "load_deployed",
     "load_keystore",
     "model_history",
-    "open_ledger",
-    "open_reader",
     "resolve_account",
     "run_history",
     "sign_attestation",
@@ -83,8 +86,7 @@ _WHERE: dict[str, str] = {
     "connect_web3": "client",
     "load_artifact": "client",
     "sign_attestation": "client",
-    "open_ledger": "connect",
-    "resolve_account": "connect",
+    "resolve_account": "accounts",
     "Deployment": "deployments",
     "Deployments": "deployments",
     "ensure_deployed": "deployments",
@@ -96,7 +98,6 @@ _WHERE: dict[str, str] = {
     "model_history": "history",
     "run_history": "history",
     "LedgerReader": "reader",
-    "open_reader": "reader",
     "ChallengeStatus": "types",
     "RunStatus": "types",
 }

@@ -21,6 +21,7 @@ __all__ = [
     "create_keystore",
     "dev_account",
     "load_keystore",
+    "resolve_account",
 ]
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -93,3 +94,22 @@ def create_keystore(
     path.write_text(json.dumps(Account.encrypt(account.key, password, iterations=iterations)))
     path.chmod(0o600)
     return account
+
+
+def resolve_account(
+    chain_id: int,
+    *,
+    keystore: str | Path | None = None,
+    account_index: int = 0,
+    password: str | None = None,
+) -> LocalAccount:
+    """The signer on chain ``chain_id``: the keystore when given, else Anvil dev account
+    ``account_index``, which is only allowed on a local chain (ids 31337 / 1337)."""
+    if keystore is not None:
+        return load_keystore(keystore, password)
+    if chain_id not in LOCAL_CHAIN_IDS:
+        raise KeystoreError(
+            f"chain {chain_id} is not a local chain: a keystore is needed to sign",
+            hint="pass --keystore PATH (password in POLCHAIN_KEYSTORE_PASSWORD)",
+        )
+    return dev_account(account_index)

@@ -1,9 +1,11 @@
-"""Typed client of the ``ProofLedger`` contract over web3.py and eth-account.
+"""The ``ProofLedger`` transaction client: a :class:`~pol_chain.ledger.reader.LedgerReader`
+that also signs (eth-account) and sends (web3.py).
 
-Transactions are signed locally by the client's account and sent with nonces from a
-local counter under a lock, so many quick sends (``send_*`` methods, which do not wait)
-never collide; ``Pending.wait()`` returns the typed result. Every revert becomes the
-named :class:`~pol_chain.ledger.errors.ContractRevert` subclass.
+Every view comes from the reader (one read path); this module adds the transactions.
+They are signed locally by the client's account and sent with nonces from a local
+counter under a lock, so many quick sends (``send_*`` methods, which do not wait) never
+collide; ``Pending.wait()`` returns the typed result. Every revert becomes the named
+:class:`~pol_chain.ledger.errors.ContractRevert` subclass.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
@@ -29,24 +31,20 @@ from web3.types import TxReceipt
 
 from pol_chain.commitment import to_bytes32
 from pol_chain.ledger.errors import (
-    ContractNotDeployed,
     InsufficientFunds,
     PolchainLedgerError,
     RpcUnreachable,
     TransactionFailed,
     decode_revert,
 )
+from pol_chain.ledger.reader import VERIFIER_ROLE, LedgerReader
 from pol_chain.ledger.types import (
     AttestResult,
-    ChallengeInfo,
     ChallengeStatus,
-    ClaimInfo,
     CommitResult,
     FinalizeResult,
     OpenedChallenge,
-    Owner,
     RegisteredRun,
-    RunInfo,
     SealResult,
     TxInfo,
 )
@@ -63,7 +61,6 @@ __all__ = [
 T = TypeVar("T")
 Bytes32 = bytes | str
 ZERO32 = b"\x00" * 32
-VERIFIER_ROLE = keccak(text="VERIFIER_ROLE")
 GAS_MARGIN = 1.25
 
 
@@ -150,7 +147,10 @@ def sign_attestation(
 
 
 def _endpoint(w3: Web3) -> str:
-    return str(getattr(w3.provider, "endpoint_uri", "") or "the RPC endpoint")
+    uri = getattr(w3.provider, "endpoint_uri", None)
+    if not uri:
+        raise TypeError("the ledger client needs an HTTP provider")
+    return str(uri)
 
 
 class _NonceTracker:
@@ -206,8 +206,11 @@ class Pending(Generic[T]):
         return self._parse(receipt, info)
 
 
-class LedgerClient:
-    """A ``ProofLedger`` at ``address`` on ``w3``; ``account`` signs (None: read-only)."""
+class LedgerClient(LedgerReader):
+    """A ``ProofLedger`` at ``address`` on ``w3``; ``account`` signs (None: read-only).
+
+    Views are :class:`~pol_chain.ledger.reader.LedgerReader`'s, over the same endpoint.
+    """
 
     def __init__(
         self,
@@ -217,19 +220,20 @@ class LedgerClient:
         *,
         deploy_block: int = 0,
         check_code: bool = True,
+        log_range: int | None = None,
     ) -> None:
+        super().__init__(
+            _endpoint(w3),
+            address,
+            deploy_block=deploy_block,
+            check_code=check_code,
+            log_range=log_range,
+        )
         self.w3 = w3
-        self.address = to_checksum_address(address)
         self.account = account
-        self.deploy_block = deploy_block
-        self.abi: list[dict[str, Any]] = load_artifact()["abi"]
-        self.contract: Contract = w3.eth.contract(address=self.address, abi=self.abi)
-        try:
-            self.chain_id: int = w3.eth.chain_id
-        except OSError as exc:
-            raise RpcUnreachable(_endpoint(w3), type(exc).__name__) from exc
-        if check_code and not w3.eth.get_code(self.address):
-            raise ContractNotDeployed(self.chain_id, self.address)
+        self.contract: Contract = w3.eth.contract(
+            address=to_checksum_address(self.address), abi=self.abi
+        )
 
     # ---------------------------------------------------------------- setup
 
@@ -263,7 +267,12 @@ class LedgerClient:
     def with_account(self, account: LocalAccount) -> LedgerClient:
         """Return a client for the same ledger signing with ``account``."""
         return LedgerClient(
-            self.w3, self.address, account, deploy_block=self.deploy_block, check_code=False
+            self.w3,
+            self.address,
+            account,
+            deploy_block=self.deploy_block,
+            check_code=False,
+            log_range=self.log_range,
         )
 
     # ---------------------------------------------------------- transactions
@@ -322,14 +331,6 @@ class LedgerClient:
     def _events(self, receipt: TxReceipt, name: str) -> list[Any]:
         event = getattr(self.contract.events, name)()
         return list(event.process_receipt(receipt, errors=_DISCARD))
-
-    def _call(self, fn: Any) -> Any:
-        try:
-            return fn.call()
-        except (ContractLogicError, Web3RPCError) as exc:
-            raise self._revert_error(exc) from exc
-        except OSError as exc:
-            raise RpcUnreachable(_endpoint(self.w3), type(exc).__name__) from exc
 
     # ------------------------------------------------------------------ runs
 
@@ -412,10 +413,6 @@ class LedgerClient:
         fn = self.contract.functions.sealChallengeRandomness(challenge_id)
         return self._send(fn, parse).wait()
 
-    def challenge_seed(self, challenge_id: int) -> bytes:
-        """The challenge's seed (sealed, or computable now); SeedNotReady / SeedExpired."""
-        return bytes(self._call(self.contract.functions.challengeSeed(challenge_id)))
-
     def _parse_attest(
         self, challenge_id: int, passed: bool
     ) -> Callable[[TxReceipt, TxInfo], AttestResult]:
@@ -491,63 +488,6 @@ class LedgerClient:
         """Revoke the verifier role (admin)."""
         fn = self.contract.functions.revokeRole(VERIFIER_ROLE, to_checksum_address(verifier))
         return self._send(fn, lambda _r, i: i).wait()
-
-    # ---------------------------------------------------------------- views
-
-    def get_run(self, run_id: Bytes32) -> RunInfo:
-        """The run ``run_id`` (UnknownRun when absent)."""
-        rid = to_bytes32(run_id)
-        return RunInfo.from_tuple(rid, self._call(self.contract.functions.getRun(rid)))
-
-    def accumulator_of(self, run_id: Bytes32) -> bytes:
-        return bytes(self._call(self.contract.functions.accumulatorOf(to_bytes32(run_id))))
-
-    def committed_count(self, run_id: Bytes32) -> int:
-        count: int = self._call(self.contract.functions.committedCount(to_bytes32(run_id)))
-        return count
-
-    def claims_of(self, model_digest: Bytes32) -> list[ClaimInfo]:
-        """Every claim on ``model_digest`` in finalization order."""
-        rows = self._call(self.contract.functions.claimsOf(to_bytes32(model_digest)))
-        return [ClaimInfo.from_tuple(r) for r in rows]
-
-    def owner_of(self, model_digest: Bytes32) -> Owner | None:
-        """The earliest-finalized non-refuted claim on ``model_digest``; None if none."""
-        trainer, rid = self._call(self.contract.functions.ownerOf(to_bytes32(model_digest)))
-        if int(trainer, 16) == 0:
-            return None
-        return Owner(trainer, bytes(rid))
-
-    def get_challenge(self, challenge_id: int) -> ChallengeInfo:
-        """The challenge ``challenge_id`` (UnknownChallenge when absent)."""
-        c = self._call(self.contract.functions.getChallenge(challenge_id))
-        return ChallengeInfo.from_tuple(challenge_id, c)
-
-    def challenges_of(self, run_id: Bytes32) -> list[int]:
-        """Ids of every challenge against ``run_id``, oldest first."""
-        return list(self._call(self.contract.functions.challengesOf(to_bytes32(run_id))))
-
-    def run_seed(self, run_id: Bytes32) -> bytes:
-        """``keccak256(abi.encode(chainId, ledger, runId))`` computed by the contract."""
-        return bytes(self._call(self.contract.functions.runSeedOf(to_bytes32(run_id))))
-
-    def is_verifier(self, account: str) -> bool:
-        ok: bool = self._call(
-            self.contract.functions.hasRole(VERIFIER_ROLE, to_checksum_address(account))
-        )
-        return ok
-
-    def quorum(self) -> int:
-        q: int = self._call(self.contract.functions.quorum())
-        return q
-
-    def challenge_bond(self) -> int:
-        b: int = self._call(self.contract.functions.challengeBond())
-        return b
-
-    def pending_withdrawal(self, payee: str) -> int:
-        p: int = self._call(self.contract.functions.pendingWithdrawal(to_checksum_address(payee)))
-        return p
 
 
 class _RawPending:

@@ -1,17 +1,24 @@
-"""Deployed ledger addresses per chain id, kept in ``<data>/deployments.json``."""
+"""Deployed ledger addresses per chain id, kept in ``<data>/deployments.json``.
+
+:class:`Deployments` reads and writes the file without web3 (the read-only path uses
+it); :func:`load_deployed` and :func:`ensure_deployed` build transaction clients.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
-from web3 import Web3
-
-from pol_chain.ledger.client import LedgerClient, load_artifact
 from pol_chain.ledger.errors import ContractNotDeployed, PolchainLedgerError
 from pol_chain.paths import data_dir
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+    from web3 import Web3
+
+    from pol_chain.ledger.client import LedgerClient
 
 __all__ = ["Deployment", "Deployments", "ensure_deployed", "load_deployed"]
 
@@ -36,15 +43,17 @@ class Deployments:
         if not self.path.exists():
             return {}
         try:
-            content: dict[str, dict[str, object]] = json.loads(self.path.read_text())
+            content = json.loads(self.path.read_text())
         except ValueError as exc:
             raise PolchainLedgerError(f"{self.path} is not valid JSON: {exc}") from exc
+        if not isinstance(content, dict):
+            raise PolchainLedgerError(f"{self.path} is not a JSON object")
         return content
 
     def get(self, chain_id: int) -> Deployment | None:
         """The recorded deployment on ``chain_id``, if any."""
         row = self._read().get(str(chain_id))
-        if row is None:
+        if not isinstance(row, dict) or "address" not in row:
             return None
         return Deployment(
             chain_id=chain_id,
@@ -70,6 +79,8 @@ def load_deployed(
 ) -> LedgerClient:
     """The ledger recorded for ``w3``'s chain; ContractNotDeployed when none is recorded
     or no code is at the recorded address (e.g. the chain was reset)."""
+    from pol_chain.ledger.client import LedgerClient
+
     chain_id = w3.eth.chain_id
     dep = Deployments(data).get(chain_id)
     if dep is None:
@@ -86,6 +97,8 @@ def ensure_deployed(
 ) -> tuple[LedgerClient, bool]:
     """Return (client, deployed_now): reuse the recorded ledger when its code exists,
     else deploy one with ``account`` as admin and record it."""
+    from pol_chain.ledger.client import LedgerClient, load_artifact
+
     if not force:
         try:
             return load_deployed(w3, account, data), False

@@ -1,34 +1,29 @@
-"""Rebuild the history of a run or a model from ``ProofLedger`` event logs alone.
+"""Rebuild the history of a run or a model from ``ProofLedger`` event logs.
 
 The contract keeps O(1) words per run; the logs hold everything else (every leaf, every
-vote). :func:`run_history` and :func:`model_history` read them and rebuild runs, commits
-(with block timestamps), claims, challenges, attestations, resolutions and the owner,
-so a user can audit the chain without trusting any off-chain database.
-
-Both functions read through a :class:`LogSource`: the light
-:class:`~pol_chain.ledger.reader.LedgerReader` (raw JSON-RPC, no web3) is one; a
-:class:`~pol_chain.ledger.client.LedgerClient` is adapted to one. This module imports no
-web3 itself.
+vote). :func:`run_history` and :func:`model_history` read them through the
+:class:`~pol_chain.ledger.reader.LedgerReader` (a transaction client is one too) and
+rebuild runs, commits (with block timestamps), claims, challenges, attestations,
+resolutions and the owner, so a user can audit the chain without trusting any off-chain
+database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from pol_chain.commitment import accumulator, to_bytes32
 from pol_chain.ledger.types import ChallengeStatus, Owner, RunStatus, _Json
 
 if TYPE_CHECKING:
-    from pol_chain.ledger.client import LedgerClient
+    from pol_chain.ledger.reader import LedgerReader
 
 __all__ = [
     "AttestationRecord",
     "ChallengeHistory",
     "CommitRecord",
     "HistoryEvent",
-    "LogSource",
     "ModelHistory",
     "RunHistory",
     "model_history",
@@ -136,65 +131,21 @@ class ModelHistory(_Json):
         return [merged[k] for k in sorted(merged)]
 
 
-@runtime_checkable
-class LogSource(Protocol):
-    """What the history walk reads: decoded ``ProofLedger`` logs and block timestamps.
-
-    ``logs`` returns the ``name`` events whose indexed arguments equal ``filters``, from
-    ``from_block`` (None: ``deploy_block``), each a mapping shaped like web3.py's
-    ``EventData``: ``event``, ``args`` (checksummed addresses, ``bytes``, lists),
-    ``blockNumber``, ``logIndex``, ``transactionHash``.
-    """
-
-    deploy_block: int
-
-    def logs(
-        self, name: str, *, from_block: int | None = None, **filters: Any
-    ) -> Sequence[Mapping[str, Any]]: ...
-
-    def timestamp(self, block: int) -> int: ...
-
-
-class _ClientSource:
-    """A :class:`LogSource` over a web3-backed :class:`LedgerClient`."""
-
-    def __init__(self, client: LedgerClient) -> None:
-        self.client = client
-        self.deploy_block = client.deploy_block
-
-    def logs(
-        self, name: str, *, from_block: int | None = None, **filters: Any
-    ) -> list[Mapping[str, Any]]:
-        event = getattr(self.client.contract.events, name)
-        start = self.deploy_block if from_block is None else from_block
-        found: list[Mapping[str, Any]] = list(
-            event.get_logs(from_block=start, argument_filters=filters or None)
-        )
-        return found
-
-    def timestamp(self, block: int) -> int:
-        return int(self.client.w3.eth.get_block(block)["timestamp"])
-
-
-def _source(ledger: LedgerClient | LogSource) -> LogSource:
-    return ledger if isinstance(ledger, LogSource) else _ClientSource(ledger)
-
-
 class _Reader:
-    """The walk's view of a source: a fixed start block, sorted logs, cached times."""
+    """The walk's view of the ledger: a fixed block range, sorted logs."""
 
-    def __init__(self, ledger: LedgerClient | LogSource, from_block: int | None) -> None:
-        self.source = _source(ledger)
-        self.from_block = self.source.deploy_block if from_block is None else from_block
-        self._times: dict[int, int] = {}
+    def __init__(self, ledger: LedgerReader, from_block: int | None) -> None:
+        self.source = ledger
+        self.from_block = ledger.deploy_block if from_block is None else from_block
+        self.to_block = ledger.block_number()  # one consistent view for the whole walk
 
     def timestamp(self, block: int) -> int:
-        if block not in self._times:
-            self._times[block] = self.source.timestamp(block)
-        return self._times[block]
+        return self.source.timestamp(block)
 
     def logs(self, name: str, **filters: Any) -> list[Any]:
-        found = self.source.logs(name, from_block=self.from_block, **filters)
+        found = self.source.logs(
+            name, from_block=self.from_block, to_block=self.to_block, **filters
+        )
         return sorted(found, key=lambda e: (e["blockNumber"], e["logIndex"]))
 
     def event(self, log: Any) -> HistoryEvent:
@@ -296,21 +247,17 @@ def _run(reader: _Reader, run_id: bytes) -> RunHistory:
 
 
 def run_history(
-    client: LedgerClient | LogSource, run_id: bytes | str, from_block: int | None = None
+    ledger: LedgerReader, run_id: bytes | str, from_block: int | None = None
 ) -> RunHistory:
-    """Rebuild run ``run_id`` from logs (from the deployment block unless given).
-
-    ``client`` is a :class:`~pol_chain.ledger.client.LedgerClient` or any
-    :class:`LogSource` such as :class:`~pol_chain.ledger.reader.LedgerReader`."""
-    return _run(_Reader(client, from_block), to_bytes32(run_id))
+    """Rebuild run ``run_id`` from logs (from the deployment block unless given)."""
+    return _run(_Reader(ledger, from_block), to_bytes32(run_id))
 
 
 def model_history(
-    client: LedgerClient | LogSource, model_digest: bytes | str, from_block: int | None = None
+    ledger: LedgerReader, model_digest: bytes | str, from_block: int | None = None
 ) -> ModelHistory:
-    """Rebuild every claim on ``model_digest`` and its owner from logs (``client`` as in
-    :func:`run_history`)."""
-    reader = _Reader(client, from_block)
+    """Rebuild every claim on ``model_digest`` and its owner from logs."""
+    reader = _Reader(ledger, from_block)
     digest = to_bytes32(model_digest)
     claims = [
         _run(reader, bytes(log["args"]["runId"]))

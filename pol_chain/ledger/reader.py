@@ -1,24 +1,19 @@
-"""A read-only ``ProofLedger`` reader over raw JSON-RPC: no web3.py, no eth-account.
+"""The one read path of the ``ProofLedger``: JSON-RPC over :mod:`httpx`, decoded with
+:mod:`eth_abi`.
 
-``import web3`` alone costs about 1.4 s (eth_account → eth_keyfile → py_ecc), which is
-more than the whole budget of a read-only command such as ``polchain history``. This
-module talks JSON-RPC directly with :mod:`httpx` (batched where it helps), decodes logs
-and view results from the committed ABI (``artifacts/ProofLedger.json``) with a small
-codec of its own (eth_abi and eth_utils cost 0.2-0.5 s to import; the codec is tested
-against eth_abi) and hashes topics with :mod:`eth_hash`. Named errors come from
-:mod:`pol_chain.ledger.errors`, imported only when one is raised. The module imports in
-about 0.05 s on top of httpx.
+Every reader of the ledger — the CLI's queries, the history walk, the agent, the
+publisher, the attacks — goes through :class:`LedgerReader`; the transaction client
+(:class:`~pol_chain.ledger.client.LedgerClient`) *is* a reader with signing added. The
+reader never imports web3 (about 1.4 s), so read-only commands start fast; ``eth_abi``
+(~0.3 s) decodes events and view results from the committed ABI
+(``artifacts/ProofLedger.json``), and reverts become the named errors of
+:mod:`pol_chain.ledger.errors`.
 
-:class:`LedgerReader` provides what :mod:`pol_chain.ledger.history` needs
-(:meth:`~LedgerReader.logs`, :meth:`~LedgerReader.timestamp`,
-:attr:`~LedgerReader.deploy_block`) — logs are decoded into the same shape web3.py gives
-(``args`` with checksummed addresses, ``bytes`` and lists, ``blockNumber``, ``logIndex``,
-``transactionHash``) — plus the contract's views (:meth:`~LedgerReader.get_run`,
-:meth:`~LedgerReader.owner_of`, :meth:`~LedgerReader.claims_of`,
-:meth:`~LedgerReader.get_challenge` …) returning the same dataclasses as
-:class:`~pol_chain.ledger.client.LedgerClient`. :func:`open_reader` goes from
-:class:`~pol_chain.config.Settings` to a ready reader (starting the embedded Anvil when
-nothing answers), failing with the same named errors as the web3 path.
+Logs come back in web3.py's shape (``event``, ``args`` with checksummed addresses,
+``bytes`` and lists, ``blockNumber``, ``logIndex``, ``transactionHash``). ``eth_getLogs``
+is paged: at most ``log_range`` blocks per request (all at once when None), halving the
+window when a node answers that a range is too large, so history works on public RPCs
+that limit ranges. Views take a ``block`` to read at a pinned height.
 """
 
 from __future__ import annotations
@@ -27,55 +22,56 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
+from eth_utils import to_checksum_address
 
 from pol_chain.commitment import to_bytes32
-from pol_chain.ledger.types import (
-    ChallengeInfo,
-    ClaimInfo,
-    Owner,
-    RunInfo,
+from pol_chain.ledger.errors import (
+    ContractNotDeployed,
+    PolchainLedgerError,
+    RpcUnreachable,
+    UnknownRun,
+    decode_revert,
 )
+from pol_chain.ledger.types import ChallengeInfo, ClaimInfo, Owner, RunInfo
 
 if TYPE_CHECKING:
-    from pol_chain.config import Settings
-    from pol_chain.ledger.errors import PolchainLedgerError
+    from eth_account.signers.local import LocalAccount
 
-__all__ = [
-    "LedgerReader",
-    "abi",
-    "checksum_address",
-    "embedded_url",
-    "open_reader",
-    "recorded_deployment",
-]
+__all__ = ["Block", "LedgerReader", "abi", "checksum_address"]
 
 Bytes32 = bytes | str
+Block = int | str
+"""A block number, or a tag such as ``"latest"``."""
 
-
-def _ledger_error(name: str, *args: Any) -> PolchainLedgerError:
-    """The named error of :mod:`pol_chain.ledger.errors`, imported only when raised: that
-    module imports eth_abi and eth_utils (0.2-0.5 s), which the happy path never needs."""
-    from pol_chain.ledger import errors
-
-    cls: type[PolchainLedgerError] = getattr(errors, name)
-    return cls(*args)
-
-
-# --------------------------------------------------------------------------- ABI
+_RANGE_ERRORS = ("range", "limit", "too many", "exceed", "10000", "query returned more")
+VERIFIER_ROLE = keccak(b"VERIFIER_ROLE")
 
 
 @cache
 def abi() -> list[dict[str, Any]]:
-    """The committed ``ProofLedger`` ABI (read once with :mod:`json`)."""
+    """The committed ``ProofLedger`` ABI (read once)."""
     text = resources.files("pol_chain.ledger").joinpath("artifacts/ProofLedger.json").read_text()
     loaded: list[dict[str, Any]] = json.loads(text)["abi"]
     return loaded
+
+
+def checksum_address(value: str | bytes) -> str:
+    """The EIP-55 checksummed spelling of a 20-byte address (hex text or raw bytes)."""
+    raw = bytes(value) if isinstance(value, bytes | bytearray) else _unhex(value)
+    if len(raw) != 20:
+        raise ValueError(f"not a 20-byte address: {value!r}")
+    return str(to_checksum_address(raw))
+
+
+def _unhex(text: str) -> bytes:
+    return bytes.fromhex(text[2:] if text.startswith(("0x", "0X")) else text)
 
 
 def _canonical(param: Mapping[str, Any]) -> str:
@@ -85,6 +81,33 @@ def _canonical(param: Mapping[str, Any]) -> str:
         inner = ",".join(_canonical(c) for c in param["components"])
         return f"({inner}){kind[len('tuple') :]}"
     return kind
+
+
+def _shape(abi_type: str, value: Any) -> Any:
+    """eth_abi's value in web3.py's shape: checksummed addresses, lists for arrays."""
+    if abi_type.endswith("]"):
+        inner = abi_type[: abi_type.rindex("[")]
+        return [_shape(inner, v) for v in value]
+    if abi_type.startswith("("):
+        return tuple(_shape(t, v) for t, v in zip(_split_tuple(abi_type), value, strict=True))
+    if abi_type == "address":
+        return checksum_address(value)
+    return value
+
+
+def _split_tuple(abi_type: str) -> list[str]:
+    """``"(a,(b,c)[],d)"`` → ``["a", "(b,c)[]", "d"]``."""
+    body, parts, depth, start = abi_type[1:-1], [], 0, 0
+    for pos, char in enumerate(body):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(body[start:pos])
+            start = pos + 1
+    parts.append(body[start:])
+    return parts
 
 
 class _Event:
@@ -108,12 +131,14 @@ class _Event:
         out: list[str | list[str] | None] = ["0x" + self.topic0.hex()]
         for param in self.indexed:
             name = str(param["name"])
-            if name not in filters or filters[name] is None:
+            if filters.get(name) is None:
                 out.append(None)
                 continue
             value = filters[name]
             values = value if isinstance(value, list | tuple) else [value]
-            words = ["0x" + _encode_static(by_name[name], v).hex() for v in values]
+            words = [
+                "0x" + abi_encode([by_name[name]], [_arg(by_name[name], v)]).hex() for v in values
+            ]
             out.append(words[0] if len(words) == 1 else words)
         while out and out[-1] is None:
             out.pop()
@@ -124,14 +149,14 @@ class _Event:
         topics = [_unhex(t) for t in log["topics"][1:]]
         args: dict[str, Any] = {}
         for param, topic in zip(self.indexed, topics, strict=True):
-            args[str(param["name"])] = _decode_at(_canonical(param), topic, 0)
-        values = _decode_seq(self.data_types, _unhex(log["data"]), 0)
-        for param, value in zip(self.data, values, strict=True):
-            args[str(param["name"])] = value
-        ordered = {str(i["name"]): args[str(i["name"])] for i in self.inputs}
+            kind = _canonical(param)
+            args[str(param["name"])] = _shape(kind, abi_decode([kind], topic)[0])
+        values = abi_decode(self.data_types, _unhex(log["data"]))
+        for param, kind, value in zip(self.data, self.data_types, values, strict=True):
+            args[str(param["name"])] = _shape(kind, value)
         return {
             "event": self.name,
-            "args": ordered,
+            "args": {str(i["name"]): args[str(i["name"])] for i in self.inputs},
             "address": checksum_address(log["address"]),
             "blockNumber": int(log["blockNumber"], 16),
             "logIndex": int(log["logIndex"], 16),
@@ -139,6 +164,15 @@ class _Event:
             "transactionHash": _unhex(log["transactionHash"]),
             "blockHash": _unhex(log["blockHash"]),
         }
+
+
+def _arg(abi_type: str, value: Any) -> Any:
+    """A Python value eth_abi encodes as ``abi_type`` (hex text → bytes for bytesN)."""
+    if abi_type.startswith("bytes") and isinstance(value, str):
+        return _unhex(value)
+    if abi_type == "address" and isinstance(value, bytes | bytearray):
+        return checksum_address(bytes(value))
+    return value
 
 
 class _Function:
@@ -154,11 +188,12 @@ class _Function:
     def encode(self, args: Sequence[Any]) -> bytes:
         if len(args) != len(self.input_types):
             raise TypeError(f"{self.name} takes {len(self.input_types)} arguments")
-        words = [_encode_static(t, a) for t, a in zip(self.input_types, args, strict=True)]
-        return self.selector + b"".join(words)
+        values = [_arg(t, a) for t, a in zip(self.input_types, args, strict=True)]
+        return self.selector + abi_encode(self.input_types, values)
 
     def decode(self, data: bytes) -> tuple[Any, ...]:
-        return _decode_seq(self.output_types, data, 0)
+        values = abi_decode(self.output_types, data)
+        return tuple(_shape(t, v) for t, v in zip(self.output_types, values, strict=True))
 
 
 @cache
@@ -171,163 +206,19 @@ def _functions() -> dict[str, _Function]:
     return {i["name"]: _Function(i) for i in abi() if i.get("type") == "function"}
 
 
-def _unhex(text: str) -> bytes:
-    return bytes.fromhex(text[2:] if text.startswith(("0x", "0X")) else text)
-
-
-# A minimal ABI codec for the types ProofLedger's views and events use (eth_abi costs
-# 0.2-0.5 s to import): it decodes any standard type into what web3.py returns
-# (checksummed addresses, ``bytes``, lists for arrays, tuples for structs) and encodes the
-# static types that view arguments and indexed topics need.
-
-
-def checksum_address(value: str | bytes) -> str:
-    """The EIP-55 checksummed spelling of a 20-byte address (hex text or raw bytes)."""
-    raw = bytes(value) if isinstance(value, bytes | bytearray) else _unhex(value)
-    if len(raw) != 20:
-        raise ValueError(f"not a 20-byte address: {value!r}")
-    text = raw.hex()
-    nibbles = keccak(text.encode()).hex()[:40]
-    return "0x" + "".join(
-        c.upper() if c.isalpha() and int(d, 16) >= 8 else c
-        for c, d in zip(text, nibbles, strict=True)
-    )
-
-
-def _array(abi_type: str) -> tuple[str, int | None] | None:
-    """``("T", None)`` for ``T[]``, ``("T", k)`` for ``T[k]``, None for a non-array."""
-    if not abi_type.endswith("]"):
-        return None
-    cut = abi_type.rindex("[")
-    size = abi_type[cut + 1 : -1]
-    return abi_type[:cut], (int(size) if size else None)
-
-
-def _is_dynamic(abi_type: str) -> bool:
-    if abi_type in ("string", "bytes"):
-        return True
-    array = _array(abi_type)
-    if array is not None:
-        return array[1] is None or _is_dynamic(array[0])
-    if abi_type.startswith("("):
-        return any(_is_dynamic(t) for t in _split_tuple(abi_type))
-    return False
-
-
-def _head_size(abi_type: str) -> int:
-    """Bytes a static type takes in place (32 for anything dynamic: its offset)."""
-    if _is_dynamic(abi_type):
-        return 32
-    array = _array(abi_type)
-    if array is not None:
-        return (array[1] or 0) * _head_size(array[0])
-    if abi_type.startswith("("):
-        return sum(_head_size(t) for t in _split_tuple(abi_type))
-    return 32
-
-
-def _word(data: bytes, at: int) -> int:
-    if at + 32 > len(data):
-        raise ValueError("ABI data too short")
-    return int.from_bytes(data[at : at + 32], "big")
-
-
-def _decode_seq(types: Sequence[str], data: bytes, base: int) -> tuple[Any, ...]:
-    """Decode the head/tail encoding of ``types`` starting at ``base``."""
-    values: list[Any] = []
-    pos = base
-    for abi_type in types:
-        if _is_dynamic(abi_type):
-            values.append(_decode_at(abi_type, data, base + _word(data, pos)))
-        else:
-            values.append(_decode_at(abi_type, data, pos))
-        pos += _head_size(abi_type)
-    return tuple(values)
-
-
-def _decode_at(abi_type: str, data: bytes, at: int) -> Any:
-    """Decode one value of ``abi_type`` whose encoding starts at ``at``."""
-    if abi_type in ("string", "bytes"):
-        size = _word(data, at)
-        raw = data[at + 32 : at + 32 + size]
-        if len(raw) != size:
-            raise ValueError("ABI data too short")
-        return raw.decode("utf-8") if abi_type == "string" else raw
-    array = _array(abi_type)
-    if array is not None:
-        inner, fixed = array
-        if fixed is None:
-            return list(_decode_seq([inner] * _word(data, at), data, at + 32))
-        return list(_decode_seq([inner] * fixed, data, at))
-    if abi_type.startswith("("):
-        return _decode_seq(_split_tuple(abi_type), data, at)
-    word = _word(data, at)
-    if abi_type == "address":
-        return checksum_address(word.to_bytes(32, "big")[12:])
-    if abi_type == "bool":
-        return bool(word)
-    if abi_type.startswith("uint"):
-        return word
-    if abi_type.startswith("int"):
-        bits = int(abi_type[3:] or 256)
-        word &= (1 << bits) - 1
-        return word - (1 << bits) if word >> (bits - 1) else word
-    if abi_type.startswith("bytes"):
-        return data[at : at + int(abi_type[5:])]
-    raise ValueError(f"unsupported ABI type {abi_type}")
-
-
-def _encode_static(abi_type: str, value: Any) -> bytes:
-    """The 32-byte word of a static elementary value (view arguments, indexed topics)."""
-    if abi_type == "address":
-        raw = bytes(value) if isinstance(value, bytes | bytearray) else _unhex(str(value))
-        if len(raw) != 20:
-            raise ValueError(f"not a 20-byte address: {value!r}")
-        return raw.rjust(32, b"\x00")
-    if abi_type == "bool":
-        return int(bool(value)).to_bytes(32, "big")
-    if abi_type.startswith("uint"):
-        number = int(value)
-        if number < 0 or number >= 1 << int(abi_type[4:] or 256):
-            raise ValueError(f"{value} does not fit {abi_type}")
-        return number.to_bytes(32, "big")
-    if abi_type.startswith("int"):
-        return int(value).to_bytes(32, "big", signed=True)
-    if abi_type.startswith("bytes") and abi_type != "bytes":
-        raw = bytes(value) if isinstance(value, bytes | bytearray) else _unhex(str(value))
-        if len(raw) > int(abi_type[5:]):
-            raise ValueError(f"{len(raw)} bytes do not fit {abi_type}")
-        return raw.ljust(32, b"\x00")
-    raise ValueError(f"the light reader encodes static elementary types only, not {abi_type}")
-
-
-def _split_tuple(abi_type: str) -> list[str]:
-    """``"(a,(b,c)[],d)"`` → ``["a", "(b,c)[]", "d"]``."""
-    body, parts, depth, start = abi_type[1:-1], [], 0, 0
-    for pos, char in enumerate(body):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(body[start:pos])
-            start = pos + 1
-    parts.append(body[start:])
-    return parts
-
-
-# ------------------------------------------------------------------------ reader
-
-
 class LedgerReader:
     """Read the ``ProofLedger`` at ``address`` through the JSON-RPC endpoint ``rpc_url``.
 
-    Read-only and light: one keep-alive HTTP connection, batched requests for block
-    timestamps, logs decoded from the committed ABI. ``deploy_block`` is where log
-    queries start by default. With ``check_code`` the constructor asks the node for the
-    chain id and the contract's code in one batch and raises
-    :class:`~pol_chain.ledger.errors.ContractNotDeployed` when there is none.
+    One keep-alive HTTP connection, batched requests for block timestamps, logs decoded
+    from the committed ABI. ``deploy_block`` is where log queries start by default;
+    ``log_range`` caps the blocks of one ``eth_getLogs`` request. With ``check_code`` the
+    constructor asks the node for the chain id and the contract's code in one batch and
+    raises :class:`~pol_chain.ledger.errors.ContractNotDeployed` when there is none.
     """
+
+    account: LocalAccount | None = None
+    """The signer: none for a reader (a :class:`~pol_chain.ledger.client.LedgerClient`
+    sets its own)."""
 
     def __init__(
         self,
@@ -337,13 +228,15 @@ class LedgerReader:
         deploy_block: int = 0,
         timeout: float = 10.0,
         check_code: bool = True,
+        log_range: int | None = None,
     ) -> None:
         self.url = rpc_url
         self.address: str = checksum_address(address)
         self.deploy_block = deploy_block
+        self.log_range = log_range
         self.abi = abi()
         # certificates are loaded only for https: building the default TLS context costs
-        # ~0.1 s, a third of this module's budget, for nothing on a plain-http node
+        # ~0.1 s for nothing on a plain-http node
         self._http = httpx.Client(timeout=timeout, verify=rpc_url.startswith("https:"))
         self._times: dict[int, int] = {}
         self._chain_id: int | None = None
@@ -356,13 +249,13 @@ class LedgerReader:
 
     def check_code(self) -> None:
         """Raise ContractNotDeployed unless the ledger's address holds code (one batch
-        with the chain id, RpcUnreachable when nothing answers)."""
+        with the chain id; RpcUnreachable when nothing answers)."""
         chain_hex, code = self.batch(
             [("eth_chainId", []), ("eth_getCode", [self.address, "latest"])]
         )
         self._chain_id = int(chain_hex, 16)
         if not _unhex(code):
-            raise _ledger_error("ContractNotDeployed", self._chain_id, self.address)
+            raise ContractNotDeployed(self._chain_id, self.address)
 
     # ------------------------------------------------------------ transport
 
@@ -387,25 +280,27 @@ class LedgerReader:
             reply.raise_for_status()
             return reply.json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise _ledger_error("RpcUnreachable", self.url, type(exc).__name__) from exc
+            raise RpcUnreachable(self.url, type(exc).__name__) from exc
 
     def _result(self, answer: Mapping[str, Any], method: str) -> Any:
         error = answer.get("error")
         if error is None:
+            if "result" not in answer:
+                raise RpcUnreachable(self.url, f"no answer to {method}")
             return answer.get("result")
         data = error.get("data") if isinstance(error, Mapping) else None
         if isinstance(data, Mapping):  # some nodes nest it: {"data": {"data": "0x…"}}
             data = data.get("data")
         if method == "eth_call" and isinstance(data, str) and len(_unhex(data)) >= 4:
-            from pol_chain.ledger.errors import decode_revert
-
             raise decode_revert(self.abi, data)
         message = error.get("message", error) if isinstance(error, Mapping) else error
-        raise _ledger_error("PolchainLedgerError", f"{method} failed at {self.url}: {message}")
+        raise PolchainLedgerError(f"{method} failed at {self.url}: {message}")
 
     def request(self, method: str, params: Sequence[Any] = ()) -> Any:
         """One JSON-RPC call; its ``result`` (named errors for reverts and failures)."""
         answer = self._post({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+        if not isinstance(answer, Mapping):
+            raise RpcUnreachable(self.url, f"malformed answer to {method}")
         return self._result(answer, method)
 
     def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
@@ -448,6 +343,11 @@ class LedgerReader:
         """The latest block number."""
         return int(self.request("eth_blockNumber"), 16)
 
+    def block_hash(self, block: int) -> bytes | None:
+        """The hash of ``block`` (None when the node does not know it)."""
+        found = self.request("eth_getBlockByNumber", [hex(block), False])
+        return _unhex(found["hash"]) if found else None
+
     def timestamps(self, blocks: Iterable[int]) -> dict[int, int]:
         """Timestamps of ``blocks``; the uncached ones are fetched in one batch."""
         wanted = sorted(set(blocks))
@@ -455,7 +355,7 @@ class LedgerReader:
         found = self.batch([("eth_getBlockByNumber", [hex(b), False]) for b in missing])
         for number, block in zip(missing, found, strict=True):
             if block is None:
-                raise _ledger_error("PolchainLedgerError", f"block {number} is unknown")
+                raise PolchainLedgerError(f"block {number} is unknown to {self.url}")
             self._times[number] = int(block["timestamp"], 16)
         return {b: self._times[b] for b in wanted}
 
@@ -465,23 +365,48 @@ class LedgerReader:
             self.timestamps([block])
         return self._times[block]
 
+    def mine(self, blocks: int = 1) -> None:
+        """Mine ``blocks`` blocks: development chains only (Anvil, Ganache, Hardhat)."""
+        for _ in range(blocks):
+            self.request("evm_mine")
+
     # ----------------------------------------------------------------- logs
 
     def logs(
-        self, name: str, *, from_block: int | None = None, **filters: Any
+        self,
+        name: str,
+        *,
+        from_block: int | None = None,
+        to_block: int | None = None,
+        **filters: Any,
     ) -> list[dict[str, Any]]:
-        """Every ``name`` event of the ledger (indexed arguments equal to ``filters``; a
-        list means any of), decoded, in chain order. Their block timestamps are fetched
-        in the same go (one batch) so :meth:`timestamp` answers from the cache."""
+        """Every ``name`` event of the ledger from ``from_block`` (default: the deployment
+        block) to ``to_block`` (default: the latest), indexed arguments equal to
+        ``filters`` (a list means any of), decoded, in chain order. Paged by
+        :attr:`log_range`; their block timestamps are fetched in the same go."""
         event = _events()[name]
         start = self.deploy_block if from_block is None else from_block
-        params = {
-            "address": self.address,
-            "fromBlock": hex(start),
-            "toBlock": "latest",
-            "topics": event.topics(filters),
-        }
-        raw = self.request("eth_getLogs", [params])
+        end = self.block_number() if to_block is None else to_block
+        topics = event.topics(filters)
+        raw: list[Any] = []
+        window = self.log_range or max(1, end - start + 1)
+        pos = start
+        while pos <= end:
+            upto = min(end, pos + window - 1)
+            params = {
+                "address": self.address,
+                "fromBlock": hex(pos),
+                "toBlock": hex(upto),
+                "topics": topics,
+            }
+            try:
+                raw.extend(self.request("eth_getLogs", [params]))
+            except PolchainLedgerError as exc:
+                if window > 1 and any(w in str(exc).lower() for w in _RANGE_ERRORS):
+                    window = max(1, (upto - pos + 1) // 2)  # the node limits ranges: halve
+                    continue
+                raise
+            pos = upto + 1
         found = [event.decode(log) for log in raw if not log.get("removed")]
         found.sort(key=lambda e: (e["blockNumber"], e["logIndex"]))
         self.timestamps(e["blockNumber"] for e in found)
@@ -489,9 +414,9 @@ class LedgerReader:
 
     # ---------------------------------------------------------------- views
 
-    def call(self, function: str, *args: Any, block: str | int = "latest") -> tuple[Any, ...]:
-        """``eth_call`` a view of the ledger; its decoded outputs (a revert raises the
-        named :class:`~pol_chain.ledger.errors.ContractRevert`)."""
+    def call(self, function: str, *args: Any, block: Block = "latest") -> tuple[Any, ...]:
+        """``eth_call`` a view of the ledger at ``block``; its decoded outputs (a revert
+        raises the named :class:`~pol_chain.ledger.errors.ContractRevert`)."""
         fn = _functions()[function]
         tag = block if isinstance(block, str) else hex(block)
         data = self.request(
@@ -499,32 +424,34 @@ class LedgerReader:
         )
         return fn.decode(_unhex(data))
 
-    def get_run(self, run_id: Bytes32) -> RunInfo:
+    def get_run(self, run_id: Bytes32, *, block: Block = "latest") -> RunInfo:
         """The run ``run_id`` (UnknownRun when absent)."""
         rid = to_bytes32(run_id)
-        (r,) = self.call("getRun", rid)
+        (r,) = self.call("getRun", rid, block=block)
         return RunInfo.from_tuple(rid, r)
 
     def run_exists(self, run_id: Bytes32) -> bool:
-        """Whether run ``run_id`` was registered (from its ``RunRegistered`` log: unlike
-        ``getRun`` this does not revert for an unknown id)."""
-        return bool(self.logs("RunRegistered", runId=to_bytes32(run_id)))
+        """Whether run ``run_id`` was registered."""
+        try:
+            return int(self.get_run(run_id).trainer, 16) != 0
+        except UnknownRun:
+            return False
 
-    def claims_of(self, model_digest: Bytes32) -> list[ClaimInfo]:
+    def claims_of(self, model_digest: Bytes32, *, block: Block = "latest") -> list[ClaimInfo]:
         """Every claim on ``model_digest`` in finalization order."""
-        (rows,) = self.call("claimsOf", to_bytes32(model_digest))
+        (rows,) = self.call("claimsOf", to_bytes32(model_digest), block=block)
         return [ClaimInfo.from_tuple(r) for r in rows]
 
-    def owner_of(self, model_digest: Bytes32) -> Owner | None:
+    def owner_of(self, model_digest: Bytes32, *, block: Block = "latest") -> Owner | None:
         """The earliest-finalized non-refuted claim on ``model_digest``; None if none."""
-        trainer, rid = self.call("ownerOf", to_bytes32(model_digest))
+        trainer, rid = self.call("ownerOf", to_bytes32(model_digest), block=block)
         if int(trainer, 16) == 0:
             return None
         return Owner(trainer, bytes(rid))
 
-    def get_challenge(self, challenge_id: int) -> ChallengeInfo:
+    def get_challenge(self, challenge_id: int, *, block: Block = "latest") -> ChallengeInfo:
         """The challenge ``challenge_id`` (UnknownChallenge when absent)."""
-        (c,) = self.call("getChallenge", challenge_id)
+        (c,) = self.call("getChallenge", challenge_id, block=block)
         return ChallengeInfo.from_tuple(challenge_id, c)
 
     def challenges_of(self, run_id: Bytes32) -> list[int]:
@@ -532,15 +459,35 @@ class LedgerReader:
         (ids,) = self.call("challengesOf", to_bytes32(run_id))
         return list(ids)
 
-    def committed_count(self, run_id: Bytes32) -> int:
+    def committed_count(self, run_id: Bytes32, *, block: Block = "latest") -> int:
         """How many checkpoints ``run_id`` has committed."""
-        (count,) = self.call("committedCount", to_bytes32(run_id))
+        (count,) = self.call("committedCount", to_bytes32(run_id), block=block)
         return int(count)
 
-    def accumulator_of(self, run_id: Bytes32) -> bytes:
+    def accumulator_of(self, run_id: Bytes32, *, block: Block = "latest") -> bytes:
         """The on-chain accumulator of ``run_id``."""
-        (acc,) = self.call("accumulatorOf", to_bytes32(run_id))
+        (acc,) = self.call("accumulatorOf", to_bytes32(run_id), block=block)
         return bytes(acc)
+
+    def has_attested(self, challenge_id: int, verifier: str) -> bool:
+        """Whether ``verifier`` voted on ``challenge_id``."""
+        (voted,) = self.call("hasAttested", challenge_id, checksum_address(verifier))
+        return bool(voted)
+
+    def is_verifier(self, account: str) -> bool:
+        """Whether ``account`` holds the verifier role."""
+        (ok,) = self.call("hasRole", VERIFIER_ROLE, checksum_address(account))
+        return bool(ok)
+
+    def challenge_seed(self, challenge_id: int) -> bytes:
+        """The challenge's seed (sealed, or computable now); SeedNotReady / SeedExpired."""
+        (seed,) = self.call("challengeSeed", challenge_id)
+        return bytes(seed)
+
+    def run_seed(self, run_id: Bytes32) -> bytes:
+        """``keccak256(abi.encode(chainId, ledger, runId))`` computed by the contract."""
+        (seed,) = self.call("runSeedOf", to_bytes32(run_id))
+        return bytes(seed)
 
     def quorum(self) -> int:
         """Votes needed to resolve challenges opened now."""
@@ -552,64 +499,7 @@ class LedgerReader:
         (b,) = self.call("challengeBond")
         return int(b)
 
-
-# ---------------------------------------------------------------------- settings
-
-
-def recorded_deployment(home: str | Path, chain_id: int) -> tuple[str, int] | None:
-    """``(address, block)`` recorded for ``chain_id`` in ``<home>/deployments.json``.
-
-    Reads the file :class:`~pol_chain.ledger.deployments.Deployments` writes, without
-    importing that module (it pulls web3)."""
-    path = Path(home) / "deployments.json"
-    if not path.exists():
-        return None
-    try:
-        rows = json.loads(path.read_text())
-    except ValueError as exc:
-        raise _ledger_error("PolchainLedgerError", f"{path} is not valid JSON: {exc}") from exc
-    row = rows.get(str(chain_id)) if isinstance(rows, dict) else None
-    if not isinstance(row, dict) or "address" not in row:
-        return None
-    return str(row["address"]), int(str(row.get("block", 0)))
-
-
-def embedded_url(port: int) -> str:
-    """The JSON-RPC URL of the embedded Anvil on ``port`` (as
-    :attr:`~pol_chain.ledger.anvil.EmbeddedChain.url` spells it)."""
-    return f"http://127.0.0.1:{port}"
-
-
-def open_reader(settings: Settings, *, timeout: float = 10.0) -> LedgerReader:
-    """A reader of the configured ledger: ``settings.contract_address``, else the one
-    recorded for the chain in ``<home>/deployments.json``.
-
-    The node is ``settings.rpc_url``, else the embedded Anvil on ``settings.anvil_port``,
-    started (:class:`~pol_chain.ledger.anvil.EmbeddedChain`) only when nothing answers.
-    Raises RpcUnreachable, AnvilNotInstalled / AnvilStartFailed (embedded chain) and
-    ContractNotDeployed (nothing recorded, or no code at the address). Unlike
-    :func:`~pol_chain.compose.context.open_client` it never deploys.
-    """
-    url = settings.rpc_url or embedded_url(settings.anvil_port)
-    address = settings.contract_address or "0x" + "00" * 20
-    reader = LedgerReader(url, address, timeout=timeout, check_code=False)
-    try:
-        chain_id = reader.probe()
-        if chain_id is None:
-            if settings.rpc_url:
-                raise _ledger_error("RpcUnreachable", url, "no answer to eth_chainId")
-            from pol_chain.ledger.anvil import EmbeddedChain
-
-            EmbeddedChain(settings.home, port=settings.anvil_port).start()
-            chain_id = reader.chain_id
-        if not settings.contract_address:
-            recorded = recorded_deployment(settings.home, chain_id)
-            if recorded is None:
-                raise _ledger_error("ContractNotDeployed", chain_id, None)
-            reader.address = checksum_address(recorded[0])
-            reader.deploy_block = recorded[1]
-        reader.check_code()
-    except BaseException:
-        reader.close()
-        raise
-    return reader
+    def pending_withdrawal(self, payee: str) -> int:
+        """Wei withdrawable by ``payee``."""
+        (p,) = self.call("pendingWithdrawal", checksum_address(payee))
+        return int(p)

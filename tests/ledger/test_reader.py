@@ -1,4 +1,5 @@
-"""The light ledger reader (raw JSON-RPC, no web3) agrees with the web3-based client."""
+"""The one read path (JSON-RPC + eth-abi, no web3) decodes what web3 decodes, and the
+read-only commands never import web3."""
 
 from __future__ import annotations
 
@@ -12,19 +13,19 @@ import pytest
 from ledger_helpers import digest, finalized_run, leaves_for, mine
 from web3 import Web3
 
+from pol_chain.compose.context import open_ledger
 from pol_chain.config import Settings
 from pol_chain.ledger import errors
 from pol_chain.ledger.accounts import dev_account
 from pol_chain.ledger.anvil import EmbeddedChain, free_port
 from pol_chain.ledger.client import LedgerClient, load_artifact
 from pol_chain.ledger.deployments import Deployment, Deployments
-from pol_chain.ledger.history import LogSource, model_history, run_history
-from pol_chain.ledger.reader import LedgerReader, open_reader
+from pol_chain.ledger.history import model_history, run_history
+from pol_chain.ledger.reader import LedgerReader, abi
 
 ROOT = Path(__file__).resolve().parents[2]
-# what the read-only path must not import: web3 (~1.4 s) and, on the happy path, eth_abi
-# and eth_utils (0.2-0.5 s; pol_chain.ledger.errors loads them only when an error is raised)
-HEAVY = ("web3", "eth_account", "eth_abi", "eth_utils")
+# what the read-only path must not import: web3 (~1.4 s) and eth-account (signing)
+HEAVY = ("web3", "eth_account")
 
 
 def _scenario(w3: Web3, ledger: LedgerClient) -> dict[str, object]:
@@ -68,25 +69,46 @@ def _reader(ledger: LedgerClient) -> LedgerReader:
     return LedgerReader(url, ledger.address, deploy_block=ledger.deploy_block)
 
 
-def test_reader_history_equals_web3_history(w3: Web3, ledger: LedgerClient) -> None:
+def test_reader_logs_equal_web3_decoding(w3: Web3, ledger: LedgerClient) -> None:
+    """Every event the scenario emits decodes exactly as web3.py decodes it."""
     s = _scenario(w3, ledger)
-    model = s["model"]
-    assert isinstance(model, bytes)
+    contract = w3.eth.contract(address=ledger.address, abi=abi())
+    names = [i["name"] for i in abi() if i.get("type") == "event"]
+    seen = 0
     with _reader(ledger) as reader:
-        assert isinstance(reader, LogSource)
-        assert not isinstance(ledger, LogSource)
-        light, heavy = model_history(reader, model), model_history(ledger, model)
-        assert len(light.claims) == 3 and light.owner is not None
-        assert light.to_dict() == heavy.to_dict()
-        assert light == heavy  # same Python types too (the CLI's tables print them)
-        assert [e.kind for e in light.events] == [e.kind for e in heavy.events]
+        for name in names:
+            ours = reader.logs(name)
+            theirs = getattr(contract.events, name).get_logs(from_block=ledger.deploy_block)
+            assert len(ours) == len(theirs), name
+            for a, b in zip(ours, theirs, strict=True):
+                assert a["args"] == dict(b["args"]), name
+                assert (a["blockNumber"], a["logIndex"]) == (b["blockNumber"], b["logIndex"])
+                assert a["transactionHash"] == bytes(b["transactionHash"])
+            seen += len(ours)
+        assert seen > 20
+        # the history rebuilt from those logs agrees with the contract's views
+        model = s["model"]
+        assert isinstance(model, bytes)
+        hist = model_history(reader, model)
+        assert len(hist.claims) == 3 and hist.owner == reader.owner_of(model)
+        for claim, view in zip(hist.claims, reader.claims_of(model), strict=True):
+            assert (claim.run_id, claim.status) == (view.run_id, view.status)
         for run in s["runs"]:  # type: ignore[attr-defined]
-            assert run_history(reader, run).to_dict() == run_history(ledger, run).to_dict()
-            assert run_history(reader, run, from_block=0) == run_history(ledger, run)
-        empty = digest("no-such-model")
-        assert model_history(reader, empty).to_dict() == model_history(ledger, empty).to_dict()
+            rebuilt = run_history(reader, run)
+            assert len(rebuilt.leaves) == reader.committed_count(run)
+            assert rebuilt.accumulator == reader.accumulator_of(run)
+            assert run_history(reader, run, from_block=0) == rebuilt
         with pytest.raises(errors.UnknownRun):
             run_history(reader, digest("no-such-run"))
+
+
+def test_logs_are_paged_within_the_range_limit(w3: Web3, ledger: LedgerClient) -> None:
+    s = _scenario(w3, ledger)
+    with _reader(ledger) as whole, _reader(ledger) as paged:
+        paged.log_range = 2
+        model = s["model"]
+        assert isinstance(model, bytes)
+        assert model_history(paged, model) == model_history(whole, model)
 
 
 def test_reader_views_equal_client_views(w3: Web3, ledger: LedgerClient) -> None:
@@ -125,7 +147,7 @@ def test_reader_named_errors(w3: Web3, ledger: LedgerClient, tmp_path: Path) -> 
 
     settings = Settings(home=tmp_path, rpc_url=url)
     with pytest.raises(errors.ContractNotDeployed) as missing:
-        open_reader(settings)
+        open_ledger(settings, read_only=True)
     assert "polchain deploy" in missing.value.hint
     Deployments(tmp_path).record(
         Deployment(
@@ -135,10 +157,11 @@ def test_reader_named_errors(w3: Web3, ledger: LedgerClient, tmp_path: Path) -> 
             str(load_artifact()["sourceDigest"]),
         )
     )
-    with open_reader(settings) as reader:
+    with open_ledger(settings, read_only=True) as reader:
         assert (reader.address, reader.deploy_block) == (ledger.address, ledger.deploy_block)
-    with open_reader(
-        Settings(home=tmp_path / "elsewhere", rpc_url=url, contract_address=ledger.address.lower())
+    with open_ledger(
+        Settings(home=tmp_path / "elsewhere", rpc_url=url, contract_address=ledger.address.lower()),
+        read_only=True,
     ) as reader:
         assert reader.address == ledger.address
 
@@ -181,12 +204,10 @@ def test_history_command_without_web3(w3: Web3, ledger: LedgerClient, tmp_path: 
     )
     code = (
         f"import sys\nHEAVY = {HEAVY!r}\n"
-        "from pol_chain.config import load_settings\n"
         "from pol_chain.cli import cmd_query\n"
-        "s = load_settings()\n"
-        f"cmd_query.history(s, model={'0x' + model.hex()!r}, json_out=True)\n"
-        f"cmd_query.owner(s, model={'0x' + model.hex()!r}, json_out=True)\n"
-        "cmd_query.history(s, model=sys.argv[1], json_out=False)\n"
+        f"cmd_query.history(model={'0x' + model.hex()!r}, json_out=True)\n"
+        f"cmd_query.owner(model={'0x' + model.hex()!r}, json_out=True)\n"
+        "cmd_query.history(model=sys.argv[1], json_out=False)\n"
         "print(sorted(m for m in HEAVY if m in sys.modules), file=sys.stderr)\n"
     )
     run_ref = "0x" + s["runs"][1].hex()  # type: ignore[index]
@@ -231,74 +252,3 @@ def test_history_command_without_deployment(tmp_path: Path) -> None:
     assert "no ProofLedger contract recorded on chain 31337" in out.stderr
     assert "polchain deploy" in out.stderr
     assert not (tmp_path / "deployments.json").exists()
-
-
-def _web3_shape(abi_type: str, value: object) -> object:
-    """eth_abi's decoded value as web3.py shapes it (checksummed addresses, lists)."""
-    from eth_utils import to_checksum_address
-
-    from pol_chain.ledger.reader import _array, _split_tuple
-
-    array = _array(abi_type)
-    if array is not None:
-        return [_web3_shape(array[0], v) for v in value]  # type: ignore[attr-defined]
-    if abi_type.startswith("("):
-        parts = _split_tuple(abi_type)
-        return tuple(_web3_shape(t, v) for t, v in zip(parts, value, strict=True))  # type: ignore[call-overload]
-    if abi_type == "address":
-        return to_checksum_address(str(value))
-    return value
-
-
-CODEC_CASES: list[tuple[str, object]] = [
-    ("uint256", 2**256 - 1),
-    ("uint8", 4),
-    ("int256", -(2**255)),
-    ("int8", -3),
-    ("bool", True),
-    ("bool", False),
-    ("address", "0x" + "ab" * 20),
-    ("bytes32", bytes(range(32))),
-    ("bytes4", b"\x01\x02\x03\x04"),
-    ("string", "héllo, ledger"),
-    ("string", ""),
-    ("bytes", b"\x00" * 33),
-    ("bytes32[]", [digest("a"), digest("b"), digest("c")]),
-    ("uint256[]", []),
-    ("uint256[2]", [7, 8]),
-    ("string[]", ["a", "", "bafy" * 20]),
-    ("(bytes32,address,uint256,uint8)[]", [(digest("r"), "0x" + "cd" * 20, 5, 3)] * 2),
-    (
-        "(address,bytes32,uint256,uint8,uint256,bytes32,bytes32,uint256)",
-        ("0x" + "01" * 20, digest("s"), 1, 2, 3, digest("a"), digest("m"), 4),
-    ),
-    ("(string,uint256[])[]", [("x", [1, 2]), ("yy", [])]),
-]
-
-
-@pytest.mark.parametrize(("abi_type", "value"), CODEC_CASES)
-def test_codec_matches_eth_abi(abi_type: str, value: object) -> None:
-    """The reader's own decoder agrees with eth_abi (as web3 shapes it), alone and in a
-    head/tail sequence after a dynamic value."""
-    from eth_abi import decode, encode
-
-    from pol_chain.ledger.reader import _decode_seq, _encode_static, _is_dynamic
-
-    types = ["string", abi_type, "uint256"]
-    values = ["lead", value, 99]
-    data = encode(types, values)
-    expected = tuple(_web3_shape(t, v) for t, v in zip(types, decode(types, data), strict=True))
-    assert _decode_seq(types, data, 0) == expected
-    if not _is_dynamic(abi_type) and "[" not in abi_type and "(" not in abi_type:
-        assert _encode_static(abi_type, value) == encode([abi_type], [value])
-
-
-def test_checksum_matches_eth_utils() -> None:
-    from eth_utils import to_checksum_address
-
-    from pol_chain.ledger.reader import checksum_address
-
-    for i in range(50):
-        raw = digest(f"addr-{i}")[:20]
-        assert checksum_address(raw) == to_checksum_address(raw)
-        assert checksum_address("0x" + raw.hex()) == to_checksum_address(raw)

@@ -11,11 +11,12 @@ from eth_account import Account
 from ledger_helpers import digest
 from web3 import Web3
 
+from pol_chain.compose.context import open_ledger
+from pol_chain.config import Settings
 from pol_chain.ledger import errors
-from pol_chain.ledger.accounts import create_keystore, dev_account, load_keystore
+from pol_chain.ledger.accounts import create_keystore, dev_account, load_keystore, resolve_account
 from pol_chain.ledger.anvil import EmbeddedChain, find_anvil, free_port
 from pol_chain.ledger.client import LedgerClient, connect_web3
-from pol_chain.ledger.connect import open_ledger, resolve_account
 from pol_chain.ledger.deployments import Deployment, Deployments, ensure_deployed, load_deployed
 from pol_chain.ledger.types import RunStatus
 
@@ -111,16 +112,17 @@ def test_committed_artifact_is_fresh() -> None:
 
 def test_open_ledger_on_embedded_chain(tmp_path: Path) -> None:
     port = free_port()
+    settings = Settings(home=tmp_path, anvil_port=port)
     with pytest.raises(errors.ContractNotDeployed):
-        open_ledger(data=tmp_path, port=port)
+        open_ledger(settings, deploy=False)
     node = EmbeddedChain(tmp_path, port=port)
     try:
         assert node.is_running()  # started by the first call, detached
-        client = open_ledger(data=tmp_path, port=port, deploy_if_missing=True)
-        again = open_ledger(data=tmp_path, port=port, account_index=3)
+        client = open_ledger(settings, deploy=True)
+        again = open_ledger(settings, account=3)
         assert again.address == client.address
         assert again.account is not None and again.account.address == dev_account(3).address
-        assert open_ledger(data=tmp_path, port=port, read_only=True).account is None
+        assert open_ledger(settings, read_only=True).account is None
     finally:
         assert node.stop()
 
@@ -130,10 +132,11 @@ def test_remote_chain_needs_keystore(tmp_path: Path) -> None:
     with node:
         w3 = connect_web3(node.url)
         with pytest.raises(errors.KeystoreError, match="keystore is needed"):
-            resolve_account(w3)
+            resolve_account(w3.eth.chain_id)
         path = tmp_path / "k.json"
         create_keystore(path, "pw", dev_account(2).key, iterations=2**10)
-        assert resolve_account(w3, keystore=path, password="pw").address == dev_account(2).address
+        signer = resolve_account(w3.eth.chain_id, keystore=path, password="pw")
+        assert signer.address == dev_account(2).address
 
 
 def test_node_gone_mid_session(tmp_path: Path) -> None:
