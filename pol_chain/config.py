@@ -36,10 +36,11 @@ class Settings:
     store_backend: str = "local"
     kubo_api: str = ""
     kubo_auth: str = ""
-    policy_q: int = 1
-    policy_m: int = 0
-    policy_rho: float = 0.0
-    policy_cos: float = 0.0
+    log_range: int | None = None
+    policy_q: int | None = None
+    policy_m: int | None = None
+    policy_rho: float | None = None
+    policy_cos: float | None = None
 
     @property
     def embedded(self) -> bool:
@@ -60,6 +61,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "account_index": "account_index",
         "verifier_account_index": "verifier_account_index",
         "contract_address": "contract_address",
+        "log_range": "log_range",
     },
     "store": {"backend": "store_backend", "kubo_api": "kubo_api", "kubo_auth": "kubo_auth"},
     "policy": {"q": "policy_q", "m": "policy_m", "rho": "policy_rho", "cos": "policy_cos"},
@@ -67,7 +69,11 @@ _SECTIONS: dict[str, dict[str, str]] = {
 
 
 def _coerce(name: str, raw: Any) -> Any:
-    kind = {f.name: f.type for f in fields(Settings)}[name]
+    kind = str({f.name: f.type for f in fields(Settings)}[name])
+    if kind.endswith(" | None"):
+        if raw is None or raw == "":
+            return None
+        kind = kind.removesuffix(" | None")
     try:
         if kind == "int":
             return int(raw)
@@ -125,6 +131,8 @@ account_index = 0
 verifier_account_index = 1
 # Use this ProofLedger instead of the one recorded in deployments.json.
 contract_address = ""
+# Most blocks one eth_getLogs request may span (public RPCs limit it); unset: no limit.
+# log_range = 10000
 
 [store]
 # "local": the embedded content-addressed store in this folder.
@@ -134,9 +142,9 @@ kubo_api = ""        # e.g. "http://127.0.0.1:5001"
 kubo_auth = ""       # Authorization header for pinning services speaking the Kubo RPC
 
 [policy]
-# Verifier policy; 0 means "use the engine's calibrated default".
-q = 1                # top-Q segments per epoch by update size
-m = 0                # random segments drawn from the challenge seed
-rho = 0.0            # max normalized error
-cos = 0.0            # min directional cosine
+# Verifier policy; a key left out (or commented) takes the engine's calibrated default.
+# q = 1              # top-Q segments per epoch by update size
+# m = 30             # random segments drawn from the challenge seed (0: none)
+# rho = 0.01         # max normalized error
+# cos = 0.99         # min directional cosine
 """

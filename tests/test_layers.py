@@ -14,6 +14,16 @@ RULES = {
     "pol_chain.ledger": ["torch", "pol_chain.proof", "pol_chain.store"],
     "pol_chain.store": ["torch", "web3", "pol_chain.proof", "pol_chain.ledger"],
     "pol_chain.commitment": ["torch", "web3", "httpx"],
+    "pol_chain.format": [
+        "torch",
+        "safetensors",
+        "web3",
+        "eth_account",
+        "httpx",
+        "pol_chain.proof",
+        "pol_chain.ledger",
+        "pol_chain.store",
+    ],
 }
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["emit_json", "info", "table"]
+__all__ = ["emit_json", "info", "short", "table", "when"]
 
 
 def emit_json(value: Any) -> None:
@@ -38,3 +38,20 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     for row in rows:
         view.add_row(*(str(cell) for cell in row))
     Console().print(view)
+
+
+def when(timestamp: int | None) -> str:
+    """A UTC time for a block timestamp."""
+    from datetime import UTC, datetime
+
+    if not timestamp:
+        return "—"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short(value: str | bytes | None, n: int = 10) -> str:
+    """Shorten a hex value for tables."""
+    if value is None:
+        return "—"
+    text = "0x" + value.hex() if isinstance(value, bytes) else str(value)
+    return text if len(text) <= n + 2 else text[: n + 2] + "…"

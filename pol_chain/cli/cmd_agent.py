@@ -2,44 +2,48 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Annotated
 
+import typer
+
+from pol_chain.cli._context import (
+    AccountOpt,
+    CosOpt,
+    JsonOpt,
+    RandomOpt,
+    RhoOpt,
+    TopQOpt,
+    current_settings,
+    policy_overrides,
+)
 from pol_chain.cli._output import emit_json, info
-from pol_chain.config import Settings
 
-if TYPE_CHECKING:
-    from pol_chain.proof.policy import Policy
+app = typer.Typer()
 
 
-def policy_from(settings: Settings) -> Policy:
-    """The verifier policy: engine defaults, overridden by the settings' positive values."""
-    from dataclasses import replace
-
-    from pol_chain.proof.policy import Policy
-
-    policy = Policy()
-    changes: dict[str, Any] = {}
-    if settings.policy_q > 0:
-        changes["q"] = settings.policy_q
-    if settings.policy_m > 0:
-        changes["m"] = settings.policy_m
-    if settings.policy_rho > 0:
-        changes["rho"] = settings.policy_rho
-    if settings.policy_cos > 0:
-        changes["c"] = settings.policy_cos
-    return replace(policy, **changes) if changes else policy
-
-
+@app.command()
 def agent(
-    settings: Settings, *, once: bool, poll: float, account: int | None, json_out: bool
+    once: Annotated[bool, typer.Option(help="Handle pending challenges, then exit.")] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between polls.")] = 2.0,
+    rho: RhoOpt = None,
+    cos: CosOpt = None,
+    random_segments: RandomOpt = None,
+    top_q: TopQOpt = None,
+    account: AccountOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Verify challenges and attest; ``once`` handles what is pending and exits."""
+    """Run the verifier agent: fetch, replay, pin the report and attest on-chain.
+
+    Example: polchain agent --once
+    """
     from pol_chain.agent import ChallengeOutcome, VerifierAgent
-    from pol_chain.compose.context import open_client, open_store
+    from pol_chain.compose.context import open_ledger, open_store
+    from pol_chain.compose.policy import policy_from
     from pol_chain.errors import PolchainError
 
+    settings = current_settings(**policy_overrides(rho, cos, random_segments, top_q))
     index = settings.verifier_account_index if account is None else account
-    client = open_client(settings, account=index)
+    client = open_ledger(settings, account=index)
     assert client.account is not None
     if not client.is_verifier(client.account.address):
         raise PolchainError(
@@ -47,7 +51,7 @@ def agent(
             hint="the ledger admin grants it (embedded chain: dev account 1 has it)",
         )
     store = open_store(settings)
-    agent = VerifierAgent(
+    verifier = VerifierAgent(
         client,
         store,
         settings.home / "agent",
@@ -71,7 +75,7 @@ def agent(
         info(line)
 
     if once:
-        outcomes = agent.run_once()
+        outcomes = verifier.run_once()
         for outcome in outcomes:
             show(outcome)
         if json_out:
@@ -79,5 +83,5 @@ def agent(
         elif not outcomes:
             info("no pending challenges")
         return
-    info(f"agent {client.account.address} watching {client.address} (device {agent.device})")
-    agent.run_forever(poll, on_outcome=show)
+    info(f"agent {client.account.address} watching {client.address} (device {verifier.device})")
+    verifier.run_forever(poll, on_outcome=show)

@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
+
+from pol_chain.cli._context import AccountOpt, JsonOpt, current_settings
 from pol_chain.cli._output import emit_json, info
-from pol_chain.compose.binding import RunBinding
-from pol_chain.config import Settings
 from pol_chain.errors import PolchainError
+from pol_chain.format import RunBinding
 
 if TYPE_CHECKING:
     from pol_chain.attacks import ForgedProof
+
+app = typer.Typer()
+attack_app = typer.Typer(
+    help=(
+        "Adversaries against proof-of-learning, for research and demos. "
+        "Example: polchain attack forge model.safetensors --account 2"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(attack_app, name="attack")
 
 
 def _summary(binding: RunBinding, forged: ForgedProof, kind: str) -> dict[str, Any]:
@@ -35,17 +47,25 @@ def _summary(binding: RunBinding, forged: ForgedProof, kind: str) -> dict[str, A
     }
 
 
+@attack_app.command("forge")
 def forge(
-    settings: Settings, *, model: Path, out: Path, task: str, account: int | None, json_out: bool
+    model: Annotated[Path, typer.Argument(help="Stolen model weights (safetensors).")],
+    out: Annotated[Path, typer.Option(help="Where to write the forged proof.")] = Path("forged"),
+    task: Annotated[str, typer.Option(help="Task the model belongs to.")] = "digits",
+    account: AccountOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Register a run and forge an interpolated proof ending at ``model``."""
+    """Register a run and forge a proof that interpolates to stolen weights.
+
+    Example: polchain attack forge runs/digits/model.safetensors --account 2
+    """
     from pol_chain.attacks import forge_interpolated_proof
-    from pol_chain.cli.cmd_train import build_spec, register_spec
+    from pol_chain.compose.registration import build_spec, register_spec
 
     if not model.is_file():
         raise PolchainError(f"{model}: no such model file")
-    spec = build_spec(task, None, None)
-    binding, _, _ = register_spec(settings, spec, out, account)
+    spec = build_spec(task)
+    binding, _, _ = register_spec(current_settings(), spec, out, account)
     forged = forge_interpolated_proof(model, out, spec, binding.run_id_bytes, binding.run_seed)
     binding.write(out)  # the forger rewrites the directory
     result = _summary(binding, forged, "forge")
@@ -58,19 +78,26 @@ def forge(
         )
 
 
+@attack_app.command("copy")
 def copy(
-    settings: Settings, *, proof_dir: Path, out: Path, account: int | None, json_out: bool
+    proof_dir: Annotated[Path, typer.Argument(help="Someone else's proof directory.")],
+    out: Annotated[Path, typer.Option(help="Where to write the copied proof.")] = Path("copied"),
+    account: AccountOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Register a run with the victim's spec and re-bind the victim's proof to it."""
+    """Register a run and re-bind someone's public proof to it (proof copying, 6.8).
+
+    Example: polchain attack copy runs/digits --account 2
+    """
     from pol_chain.attacks import rebind_proof
-    from pol_chain.cli.cmd_train import register_spec
-    from pol_chain.proof import TaskSpec
+    from pol_chain.compose.registration import register_spec
+    from pol_chain.format import TaskSpec
 
     spec_file = proof_dir / "spec.json"
     if not spec_file.is_file():
         raise PolchainError(f"{proof_dir} is not a proof directory (no spec.json)")
     spec = TaskSpec.from_bytes(spec_file.read_bytes())
-    binding, _, _ = register_spec(settings, spec, out, account)
+    binding, _, _ = register_spec(current_settings(), spec, out, account)
     forged = rebind_proof(proof_dir, out, binding.run_id_bytes)
     (out / "published.json").unlink(missing_ok=True)  # the victim's CID cache
     shutil.rmtree(out / "verification", ignore_errors=True)  # the victim's local report

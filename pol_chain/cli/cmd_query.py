@@ -1,144 +1,51 @@
 """``polchain history``, ``owner``, ``show run`` and ``show challenge``.
 
-These commands only read, so they go through the light
-:class:`~pol_chain.ledger.reader.LedgerReader` (raw JSON-RPC + eth_abi) and never import
-web3 (about 1.4 s): ``polchain history`` answers in well under 1.5 s. Unlike the
-transaction commands they never deploy a ledger: with none recorded they fail with
-:class:`~pol_chain.ledger.errors.ContractNotDeployed`. :func:`resolve_run` and
-:func:`resolve_model` accept either a reader or a web3-backed
-:class:`~pol_chain.ledger.client.LedgerClient` (``challenge`` and ``verify`` use them).
+These commands only read, so they go through the web3-free
+:class:`~pol_chain.ledger.reader.LedgerReader` (``open_ledger(..., read_only=True)``):
+``polchain history`` answers well under 1.5 s. Unlike the transaction commands they
+never deploy a ledger: with none recorded they fail with
+:class:`~pol_chain.ledger.errors.ContractNotDeployed`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pol_chain.cli._output import emit_json, info, table
-from pol_chain.config import Settings
-from pol_chain.errors import PolchainError
+import typer
+
+from pol_chain.cli._context import JsonOpt, current_settings
+from pol_chain.cli._output import emit_json, info, short, table, when
 
 if TYPE_CHECKING:
     from pol_chain.ledger.reader import LedgerReader
-    from pol_chain.ledger.types import RunInfo
 
-__all__ = [
-    "RunViews",
-    "UnknownTarget",
-    "history",
-    "owner",
-    "resolve_model",
-    "resolve_run",
-    "short",
-    "show_challenge",
-    "show_run",
-    "when",
-]
-
-_HEX32 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+app = typer.Typer()
+show_app = typer.Typer(
+    help="Show one run or challenge. Example: polchain show run 0x1234…", no_args_is_help=True
+)
+app.add_typer(show_app, name="show")
 
 
-class RunViews(Protocol):
-    """What resolving a reference needs: a ledger address and its ``getRun`` view
-    (a :class:`~pol_chain.ledger.reader.LedgerReader` or a ``LedgerClient``)."""
+def _open() -> LedgerReader:
+    """The reader of the configured ledger (starts the embedded Anvil if needed)."""
+    from pol_chain.compose.context import open_ledger
 
-    @property
-    def address(self) -> str: ...
-
-    def get_run(self, run_id: bytes | str) -> RunInfo: ...
+    return open_ledger(current_settings(), read_only=True)
 
 
-class UnknownTarget(PolchainError):
-    """A model or run reference resolves to nothing on this ledger."""
+@app.command()
+def history(
+    model: Annotated[str, typer.Argument(help="Model digest, model file or run id.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a model's full history: claims, commits, challenges, attestations, owner.
 
-
-def when(timestamp: int | None) -> str:
-    """A UTC time for a block timestamp."""
-    if not timestamp:
-        return "—"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def short(value: str | bytes | None, n: int = 10) -> str:
-    """Shorten a hex value for tables."""
-    if value is None:
-        return "—"
-    text = "0x" + value.hex() if isinstance(value, bytes) else str(value)
-    return text if len(text) <= n + 2 else text[: n + 2] + "…"
-
-
-def _hex32(text: str) -> bytes:
-    return bytes.fromhex(text[2:] if text.startswith("0x") else text)
-
-
-def resolve_run(client: RunViews, ref: str) -> bytes:
-    """A run id from ``0x…`` or a proof directory's binding."""
-    path = Path(ref)
-    if path.is_dir():
-        from pol_chain.compose.binding import RunBinding
-
-        return RunBinding.read(path).run_id_bytes
-    if _HEX32.match(ref):
-        run_id = _hex32(ref)
-        if _run_exists(client, run_id):
-            return run_id
-        raise UnknownTarget(f"no run {ref} on ledger {client.address}")
-    raise UnknownTarget(
-        f"{ref!r} is neither a run id (0x + 64 hex digits) nor a proof directory",
-        hint="list runs of a model with `polchain history MODEL`",
-    )
-
-
-def _run_exists(client: RunViews, run_id: bytes) -> bool:
-    exists = getattr(client, "run_exists", None)
-    if exists is not None:  # the light reader: a log query, no revert to decode
-        return bool(exists(run_id))
-    from pol_chain.ledger.errors import UnknownRun
-
-    try:
-        run = client.get_run(run_id)
-    except UnknownRun:
-        return False
-    return int(run.trainer, 16) != 0
-
-
-def resolve_model(client: RunViews, ref: str) -> bytes:
-    """A model digest from a digest, a weights file, a proof directory or a run id."""
-    path = Path(ref)
-    if path.is_file():
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.digest()
-    if path.is_dir() or (_HEX32.match(ref) and _run_exists(client, _hex32(ref))):
-        run = client.get_run(resolve_run(client, ref))
-        if run.model_digest is None:
-            raise UnknownTarget(f"run {ref} is not finalized: it claims no model yet")
-        return run.model_digest
-    if _HEX32.match(ref):
-        return _hex32(ref)
-    raise UnknownTarget(
-        f"{ref!r} is not a model digest (0x + 64 hex), a weights file, a proof directory "
-        "or a run id"
-    )
-
-
-def _open(settings: Settings) -> LedgerReader:
-    """The light reader of the configured ledger (starts the embedded Anvil if needed)."""
-    from pol_chain.ledger.reader import open_reader
-
-    return open_reader(settings)
-
-
-def history(settings: Settings, *, model: str, json_out: bool) -> None:
-    """Print every claim on a model with its commits, challenges and the owner."""
+    Example: polchain history runs/digits/model.safetensors
+    """
+    from pol_chain.compose.targets import UnknownTarget, resolve_model
     from pol_chain.ledger.history import model_history
 
-    client = _open(settings)
+    client = _open()
     digest = resolve_model(client, model)
     hist = model_history(client, digest)
     if json_out:
@@ -258,9 +165,18 @@ def _event_summary(event: Any) -> str:
     return " ".join(parts)
 
 
-def owner(settings: Settings, *, model: str, json_out: bool) -> None:
-    """Print the current owner of a model."""
-    client = _open(settings)
+@app.command()
+def owner(
+    model: Annotated[str, typer.Argument(help="Model digest, model file or run id.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a model's current owner (earliest-finalized claim not refuted).
+
+    Example: polchain owner 0xab12…
+    """
+    from pol_chain.compose.targets import resolve_model
+
+    client = _open()
     digest = resolve_model(client, model)
     found = client.owner_of(digest)
     result = {
@@ -277,11 +193,19 @@ def owner(settings: Settings, *, model: str, json_out: bool) -> None:
         info(f"{found.trainer} (run 0x{found.run_id.hex()})")
 
 
-def show_run(settings: Settings, *, run: str, json_out: bool) -> None:
-    """Print one run."""
+@show_app.command("run")
+def show_run(
+    run: Annotated[str, typer.Argument(help="Run id (0x…) or proof directory.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a run: trainer, spec, commits, status, challenges.
+
+    Example: polchain show run 0x1234…
+    """
+    from pol_chain.compose.targets import resolve_run
     from pol_chain.ledger.history import run_history
 
-    client = _open(settings)
+    client = _open()
     hist = run_history(client, resolve_run(client, run))
     if json_out:
         emit_json(hist.to_dict())
@@ -307,11 +231,19 @@ def show_run(settings: Settings, *, run: str, json_out: bool) -> None:
     table("run", ["field", "value"], rows)
 
 
-def show_challenge(settings: Settings, *, challenge_id: int, json_out: bool) -> None:
-    """Print one challenge."""
+@show_app.command("challenge")
+def show_challenge(
+    challenge_id: Annotated[int, typer.Argument(help="Challenge id.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a challenge: run, seed, votes, outcome.
+
+    Example: polchain show challenge 1
+    """
+    from pol_chain.compose.targets import UnknownTarget
     from pol_chain.ledger.errors import UnknownChallenge
 
-    client = _open(settings)
+    client = _open()
     try:
         ch = client.get_challenge(challenge_id)
     except UnknownChallenge:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+import typer
+
+from pol_chain.cli._context import JsonOpt, current_settings
 from pol_chain.cli._output import emit_json, info, table
 from pol_chain.config import CONFIG_TEMPLATE, Settings
 from pol_chain.errors import PolchainError
@@ -11,9 +14,22 @@ from pol_chain.errors import PolchainError
 if TYPE_CHECKING:
     from pol_chain.ledger import EmbeddedChain
 
+app = typer.Typer()
+chain_app = typer.Typer(
+    help="The embedded Anvil chain. Example: polchain chain up", no_args_is_help=True
+)
+app.add_typer(chain_app, name="chain")
 
-def init(settings: Settings, *, force: bool) -> None:
-    """Create the data folder and its commented config file."""
+
+@app.command()
+def init(
+    force: Annotated[bool, typer.Option(help="Overwrite an existing config file.")] = False,
+) -> None:
+    """Create the data folder and a commented config file.
+
+    Example: polchain init && $EDITOR .polchain/config.toml
+    """
+    settings = current_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     path = settings.config_path
     if path.exists() and not force:
@@ -29,8 +45,13 @@ def _chain(settings: Settings) -> EmbeddedChain:
     return EmbeddedChain(settings.home, port=settings.anvil_port)
 
 
-def chain_up(settings: Settings, *, json_out: bool) -> None:
-    """Start or reuse the embedded Anvil."""
+@chain_app.command("up")
+def chain_up(json_out: JsonOpt = False) -> None:
+    """Start the embedded Anvil (or reuse the one running); state persists in the data folder.
+
+    Example: polchain chain up
+    """
+    settings = current_settings()
     if not settings.embedded:
         raise PolchainError(
             f"an external chain is configured ({settings.rpc_url}); nothing to start",
@@ -47,27 +68,35 @@ def chain_up(settings: Settings, *, json_out: bool) -> None:
         )
 
 
-def chain_down(settings: Settings) -> None:
-    """Stop the embedded Anvil."""
-    stopped = _chain(settings).stop()
+@chain_app.command("down")
+def chain_down() -> None:
+    """Stop the embedded Anvil cleanly (its state is saved).
+
+    Example: polchain chain down
+    """
+    stopped = _chain(current_settings()).stop()
     info("Anvil stopped (state saved)" if stopped else "no embedded Anvil was running")
 
 
-def chain_status(settings: Settings, *, json_out: bool) -> None:
-    """Show the endpoint, chain id, block and ledger address."""
-    from pol_chain.ledger import Deployments
-    from pol_chain.ledger.anvil import rpc_answers
+@chain_app.command("status")
+def chain_status(json_out: JsonOpt = False) -> None:
+    """Show the chain endpoint, chain id, block and the ProofLedger address.
 
+    Example: polchain chain status --json
+    """
+    from pol_chain.ledger.anvil import rpc_answers
+    from pol_chain.ledger.deployments import Deployments
+    from pol_chain.ledger.reader import LedgerReader
+
+    settings = current_settings()
     url = settings.rpc_url or _chain(settings).url
     chain_id = rpc_answers(url)
     result: dict[str, object] = {"url": url, "running": chain_id is not None}
     if chain_id is not None:
-        from pol_chain.ledger import connect_web3
-
-        w3 = connect_web3(url)
-        result["chain_id"] = chain_id
-        result["block"] = w3.eth.block_number
         dep = Deployments(settings.home).get(chain_id)
+        with LedgerReader(url, "0x" + "00" * 20, check_code=False) as reader:
+            result["chain_id"] = chain_id
+            result["block"] = reader.block_number()
         result["ledger"] = settings.contract_address or (dep.address if dep else None)
     if json_out:
         emit_json(result)
@@ -75,11 +104,19 @@ def chain_status(settings: Settings, *, json_out: bool) -> None:
         table("chain", ["key", "value"], [(k, v) for k, v in result.items()])
 
 
-def deploy(settings: Settings, *, force: bool, json_out: bool) -> None:
-    """Deploy the ProofLedger once per chain and record its address."""
+@app.command()
+def deploy(
+    force: Annotated[bool, typer.Option(help="Deploy a new ledger even if one exists.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Deploy the ProofLedger contract (reused when already deployed on that chain).
+
+    Example: polchain deploy
+    """
     from pol_chain.compose.context import ensure_ledger
     from pol_chain.ledger import dev_account
 
+    settings = current_settings()
     ledger, deployed_now = ensure_ledger(settings, force=force)
     candidate = dev_account(settings.verifier_account_index).address
     verifier = candidate if ledger.is_verifier(candidate) else None

@@ -4,108 +4,46 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
+
+from pol_chain.cli._context import AccountOpt, JsonOpt, current_settings
 from pol_chain.cli._output import emit_json, info
-from pol_chain.compose.binding import BINDING_FILE, NotAProofDir, RunBinding
-from pol_chain.config import Settings
-from pol_chain.errors import PolchainError
+from pol_chain.format import NotAProofDir, TaskSpec
 
 if TYPE_CHECKING:
     from pol_chain.compose.publish import SyncResult
-    from pol_chain.ledger import LedgerClient
-    from pol_chain.proof import TaskSpec
-    from pol_chain.store import ArtefactStore
 
-TASKS = {
-    "digits": "pol_chain.tasks.digits:build",
-    "resnet20": "pol_chain.tasks.resnet20:build",
-}
+app = typer.Typer()
+
+TaskArg = Annotated[str, typer.Argument(help="Task name (digits, resnet20) or module:function.")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Override the task's epochs.")]
+KOpt = Annotated[int | None, typer.Option("-k", help="Checkpoint interval in steps.")]
 
 
-class TaskNotFound(PolchainError):
-    """The task name or entry point does not resolve."""
+def _config(epochs: int | None, k: int | None) -> dict[str, Any]:
+    return {key: v for key, v in (("epochs", epochs), ("k", k)) if v is not None}
 
 
-def task_entry(task: str) -> str:
-    """Map a task name (``digits``) or ``module:function`` to an entry point."""
-    if task in TASKS:
-        return TASKS[task]
-    if ":" not in task:
-        import difflib
-
-        close = difflib.get_close_matches(task, TASKS, n=1)
-        raise TaskNotFound(
-            f"unknown task {task!r}",
-            hint=f"did you mean {close[0]!r}?"
-            if close
-            else f"use one of {', '.join(TASKS)} or module:function",
-        )
-    return task
-
-
-def build_spec(task: str, epochs: int | None, k: int | None) -> TaskSpec:
-    """Build the run spec of ``task`` with the given overrides."""
-    from pol_chain.proof import make_spec
-
-    entry = task_entry(task)
-    config: dict[str, Any] = {}
-    if epochs is not None:
-        config["epochs"] = epochs
-    if k is not None:
-        config["k"] = k
-    try:
-        return make_spec(entry, config)
-    except (ImportError, AttributeError) as exc:
-        raise TaskNotFound(
-            f"task {entry!r} does not import: {exc}",
-            hint="check the module is on PYTHONPATH and the function exists",
-        ) from None
-
-
-def register_spec(
-    settings: Settings, spec: TaskSpec, out: Path, account: int | None
-) -> tuple[RunBinding, LedgerClient, ArtefactStore]:
-    """Store the spec, register a run for it and bind ``out`` to that run."""
-    from pol_chain.compose.context import open_client, open_store
-
-    if (out / "manifest.json").exists() or (out / BINDING_FILE).exists():
-        raise PolchainError(
-            f"{out} already holds a run",
-            hint="pick another --out, or continue it with `polchain train --resume`",
-        )
-    store = open_store(settings)
-    client = open_client(settings, account=account)
-    spec_bytes = spec.to_bytes()
-    spec_cid = store.put_bytes(spec_bytes, name="spec.json")
-    registered = client.register_run(spec.digest, spec_cid)
-    binding = RunBinding(
-        chain_id=client.chain_id,
-        ledger=client.address,
-        run_id="0x" + registered.run_id.hex(),
-        trainer=registered.trainer,
-        spec_sha256="0x" + spec.digest.hex(),
-        spec_cid=spec_cid,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_bytes(spec_bytes)
-    binding.write(out)
-    return binding, client, store
-
-
+@app.command()
 def register(
-    settings: Settings,
-    *,
-    task: str,
-    out: Path,
-    epochs: int | None,
-    k: int | None,
-    account: int | None,
-    json_out: bool,
+    task: TaskArg,
+    out: Annotated[Path, typer.Option(help="Proof directory to create.")] = Path("proof"),
+    epochs: EpochsOpt = None,
+    k: KOpt = None,
+    account: AccountOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Register a run for ``task`` and write its binding into ``out``."""
-    spec = build_spec(task, epochs, k)
-    binding, _, _ = register_spec(settings, spec, out, account)
+    """Register a run on-chain before training and write its proof directory binding.
+
+    Use it with the Python recorder in your own training script, then `polchain commit`.
+    Example: polchain register digits --out proof && python train.py proof
+    """
+    from pol_chain.compose.registration import build_spec, register_spec
+
+    spec = build_spec(task, _config(epochs, k))
+    binding, _, _ = register_spec(current_settings(), spec, out, account)
     result = {**binding.__dict__, "run_seed": "0x" + binding.run_seed.hex(), "proof_dir": str(out)}
     if json_out:
         emit_json(result)
@@ -115,46 +53,41 @@ def register(
         info(f"record into {out} with pol_chain.proof.Recorder, then `polchain commit {out}`")
 
 
-def _open_bound(
-    settings: Settings, proof_dir: Path, account: int | None
-) -> tuple[RunBinding, LedgerClient, ArtefactStore]:
-    from pol_chain.compose.context import open_client, open_store
-
-    binding = RunBinding.read(proof_dir)
-    client = open_client(settings, account=account)
-    if client.chain_id != binding.chain_id or client.address.lower() != binding.ledger.lower():
-        raise PolchainError(
-            f"{proof_dir} is bound to ledger {binding.ledger} on chain {binding.chain_id}, "
-            f"but the configured ledger is {client.address} on chain {client.chain_id}"
-        )
-    return binding, client, open_store(settings)
-
-
+@app.command()
 def train(
-    settings: Settings,
-    *,
-    task: str,
-    out: Path | None,
-    epochs: int | None,
-    k: int | None,
-    finalize: bool,
-    resume: bool,
-    account: int | None,
-    json_out: bool,
+    task: TaskArg,
+    out: Annotated[
+        Path | None, typer.Option(help="Proof directory (default: runs/<task>).")
+    ] = None,
+    epochs: EpochsOpt = None,
+    k: KOpt = None,
+    finalize: Annotated[
+        bool, typer.Option(help="Finalize the run (claim the model) when training ends.")
+    ] = True,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run in --out from its last checkpoint.")
+    ] = False,
+    account: AccountOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Register (or resume) a run, train it with live commits, and finalize it."""
+    """Train a task with live recording: each checkpoint is stored and committed on-chain.
+
+    Example: polchain train digits --epochs 3 -k 20
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pol_chain.compose.publish import LivePublisher, Publisher
-    from pol_chain.proof import CheckpointRecord, FinalRecord, TaskSpec
+    from pol_chain.compose.registration import build_spec, open_bound, register_spec
+    from pol_chain.proof import CheckpointRecord, FinalRecord
     from pol_chain.proof import train as train_loop
 
+    settings = current_settings()
     out = out or Path("runs") / task.replace(":", "_").replace(".", "_")
     if resume:
-        binding, client, store = _open_bound(settings, out, account)
+        binding, client, store = open_bound(settings, out, account)
         spec = TaskSpec.from_bytes((out / "spec.json").read_bytes())
     else:
-        spec = build_spec(task, epochs, k)
+        spec = build_spec(task, _config(epochs, k))
         binding, client, store = register_spec(settings, spec, out, account)
         if not json_out:
             info(f"registered run {binding.run_id}")
@@ -239,13 +172,24 @@ def train(
         info(f"finalized: claim #{final.claim_index} on the model")
 
 
+@app.command()
 def commit(
-    settings: Settings, *, proof_dir: Path, follow: bool, account: int | None, json_out: bool
+    proof_dir: Annotated[Path, typer.Argument(help="Proof directory written by a recorder.")],
+    follow: Annotated[
+        bool, typer.Option(help="Keep committing new checkpoints until the run finishes.")
+    ] = False,
+    account: AccountOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Commit what a proof directory holds beyond the chain; with ``follow``, keep going."""
-    from pol_chain.compose.publish import Publisher
+    """Store and commit the checkpoints of a proof directory that are not on-chain yet.
 
-    binding, client, store = _open_bound(settings, proof_dir, account)
+    Safe to rerun after a crash: only what is missing is committed.
+    Example: polchain commit proof --follow
+    """
+    from pol_chain.compose.publish import Publisher
+    from pol_chain.compose.registration import open_bound
+
+    binding, client, store = open_bound(current_settings(), proof_dir, account)
     publisher = Publisher(proof_dir, store, client, binding)
     results = []
     while True:
@@ -275,9 +219,18 @@ def commit(
         info(f"run finished: all {results[-1].committed_after if results else 0} committed")
 
 
-def finalize(settings: Settings, *, run: str, account: int | None, json_out: bool) -> None:
-    """Finalize a run from its proof directory (stores the model, claims it)."""
+@app.command()
+def finalize(
+    run: Annotated[str, typer.Argument(help="Proof directory or run id.")],
+    account: AccountOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Declare the run's final model: appends a claim on the model digest.
+
+    Example: polchain finalize proof
+    """
     from pol_chain.compose.publish import Publisher
+    from pol_chain.compose.registration import open_bound
 
     proof_dir = Path(run)
     if not proof_dir.is_dir():
@@ -285,7 +238,7 @@ def finalize(settings: Settings, *, run: str, account: int | None, json_out: boo
             proof_dir,
             "finalize needs the proof directory (it holds the model file to claim)",
         )
-    binding, client, store = _open_bound(settings, proof_dir, account)
+    binding, client, store = open_bound(current_settings(), proof_dir, account)
     final = Publisher(proof_dir, store, client, binding).finalize()
     if json_out:
         emit_json(final)

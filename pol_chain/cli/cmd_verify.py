@@ -4,27 +4,46 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from pol_chain.cli._output import emit_json, info, table
-from pol_chain.cli.cmd_query import UnknownTarget, resolve_model, resolve_run, short
-from pol_chain.config import Settings
+from pol_chain.cli._context import (
+    AccountOpt,
+    CosOpt,
+    JsonOpt,
+    RandomOpt,
+    RhoOpt,
+    TopQOpt,
+    current_settings,
+    policy_overrides,
+)
+from pol_chain.cli._output import emit_json, info, short, table
+
+app = typer.Typer()
 
 EXIT_REJECTED = 3
 
 
+@app.command()
 def challenge(
-    settings: Settings, *, target: str, all_claims: bool, account: int | None, json_out: bool
+    target: Annotated[str, typer.Argument(help="Run id, model digest or model file.")],
+    all_claims: Annotated[
+        bool, typer.Option("--all", help="For a model: challenge every claim on it.")
+    ] = False,
+    account: AccountOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Open a challenge against a run, the owner's run of a model, or every claim on it."""
-    from pol_chain.compose.context import open_client
+    """Open a challenge against a run (or the claims on a model).
+
+    Example: polchain challenge runs/digits/model.safetensors --all
+    """
+    from pol_chain.compose.context import open_ledger
+    from pol_chain.compose.targets import UnknownTarget, resolve_model, resolve_run
     from pol_chain.ledger.types import RunStatus
 
-    client = open_client(settings, account=account)
+    client = open_ledger(current_settings(), account=account)
     path = Path(target)
     try:
         run_ids = [resolve_run(client, target)]
@@ -56,29 +75,36 @@ def challenge(
         )
 
 
+@app.command()
 def verify(
-    settings: Settings,
-    *,
-    target: str,
-    seed: str | None,
-    full: bool,
-    report_dir: Path | None,
-    json_out: bool,
+    target: Annotated[str, typer.Argument(help="Proof directory or run id.")],
+    seed: Annotated[
+        str | None, typer.Option(help="Challenge seed (0x…32 bytes) for the random segments.")
+    ] = None,
+    full: Annotated[bool, typer.Option(help="Replay every segment.")] = False,
+    report_dir: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
+    rho: RhoOpt = None,
+    cos: CosOpt = None,
+    random_segments: RandomOpt = None,
+    top_q: TopQOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Verify a proof directory (no chain needed) or an on-chain run (read-only)."""
+    """Verify a proof locally (no transaction is sent).
+
+    Example: polchain verify runs/digits --full
+    """
     from pol_chain.agent.html import write_html_report
-    from pol_chain.cli.cmd_agent import policy_from
     from pol_chain.commitment import to_bytes32
+    from pol_chain.compose.policy import policy_from
     from pol_chain.proof.verifier import verify as verify_proof
 
+    settings = current_settings(**policy_overrides(rho, cos, random_segments, top_q))
     challenge_seed = to_bytes32(seed) if seed else os.urandom(32)
-    policy = policy_from(settings)
-    if full:
-        policy = replace(policy, full_below=10**9, max_replay_fraction=1.0)
+    policy = policy_from(settings, full=full)
     path = Path(target)
     context: dict[str, str] = {"target": target, "challenge seed": "0x" + challenge_seed.hex()}
     if path.is_dir():
-        from pol_chain.compose.binding import RunBinding
+        from pol_chain.format import RunBinding
         from pol_chain.proof.verifier import verify_dir
 
         binding = RunBinding.read(path)
@@ -93,12 +119,13 @@ def verify(
         )
         context["run"] = binding.run_id
     else:
-        from pol_chain.compose.context import open_client, open_store
+        from pol_chain.compose.context import open_ledger, open_store
         from pol_chain.compose.fetch import fetch_proof
+        from pol_chain.compose.targets import resolve_run
 
-        client = open_client(settings, read_only=True)
-        run_id = resolve_run(client, target)
-        fetched = fetch_proof(client, open_store(settings), run_id)
+        ledger = open_ledger(settings, read_only=True)
+        run_id = resolve_run(ledger, target)
+        fetched = fetch_proof(ledger, open_store(settings), run_id)
         out = report_dir or Path(f"verification-{run_id.hex()[:12]}")
         report = verify_proof(
             fetched.manifest,
@@ -110,14 +137,12 @@ def verify(
         )
         context["run"] = "0x" + run_id.hex()
     png = out / "report.png"
-    html = write_html_report(
-        report.data, png if png.exists() else None, out / "report.html", context
-    )
+    html = write_html_report(report, png if png.exists() else None, out / "report.html", context)
     summary: dict[str, Any] = {
-        "verdict": report.data["verdict"],
-        "reasons": report.reasons,
-        "bitwise_identical": report.data.get("bitwise_identical"),
-        "segments": len(report.data["segments"]),
+        "verdict": report.verdict,
+        "reasons": report.reason_codes,
+        "bitwise_identical": report.bitwise_identical,
+        "segments": len(report.segments),
         "report_digest": "0x" + report.digest.hex(),
         "report": str(out / "report.json"),
         "html": str(html),
@@ -130,19 +155,19 @@ def verify(
             ["segment", "steps", "normalized error", "direction cos", "bitwise", "ok"],
             [
                 (
-                    s["index"],
-                    f"{s['start_step']}→{s['end_step']}",
-                    _num(s["metrics"].get("normalized_error")),
-                    _num(s["metrics"].get("direction_cosine")),
-                    "yes" if s.get("bitwise_identical") else "no",
-                    "pass" if s["passed"] else "FAIL",
+                    s.index,
+                    f"{s.start_step}→{s.end_step}",
+                    _num(s.metrics.normalized_error if s.metrics else None),
+                    _num(s.metrics.direction_cosine if s.metrics else None),
+                    "yes" if s.bitwise_identical else "no",
+                    "pass" if s.passed else "FAIL",
                 )
-                for s in report.data["segments"]
+                for s in report.segments
             ],
         )
         colour = "green" if report.passed else "red"
-        reasons = f" ({', '.join(report.reasons)})" if report.reasons else ""
-        info(f"verdict: [{colour}]{report.data['verdict']}[/{colour}]{reasons}; report {html}")
+        reasons = f" ({', '.join(report.reason_codes)})" if report.reasons else ""
+        info(f"verdict: [{colour}]{report.verdict}[/{colour}]{reasons}; report {html}")
     if not report.passed:
         raise typer.Exit(EXIT_REJECTED)
 
@@ -151,19 +176,26 @@ def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.3e}"
 
 
-def calibrate(settings: Settings, *, task: str, segments: int, json_out: bool) -> None:
-    """Train a short honest run here, replay some segments, recommend ρ and c."""
-    from pol_chain.cli.cmd_train import build_spec
+@app.command()
+def calibrate(
+    task: Annotated[str, typer.Argument(help="Task to calibrate on.")] = "digits",
+    segments: Annotated[int, typer.Option(help="Segments to replay.")] = 4,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure honest reproduction error on this hardware and recommend ρ and c.
+
+    Example: polchain calibrate digits --json
+    """
+    from pol_chain.compose.registration import build_spec
     from pol_chain.proof import train as train_loop
     from pol_chain.proof.calibration import calibrate as calibrate_proof
 
-    spec = build_spec(task, epochs=1, k=None)
+    spec = build_spec(task, {"epochs": 1})
     with tempfile.TemporaryDirectory(prefix="polchain-calibrate-") as tmp:
         run_id, run_seed = os.urandom(32), os.urandom(32)
         if not json_out:
-            info(
-                f"training one epoch of {task} to calibrate on ({spec.total_steps // max(1, spec.epochs)} steps)"
-            )
+            steps = spec.total_steps // max(1, spec.epochs)
+            info(f"training one epoch of {task} to calibrate on ({steps} steps)")
         train_loop(spec, Path(tmp), run_id, run_seed)
         result = calibrate_proof(Path(tmp), run_seed, segments=segments)
     if json_out:

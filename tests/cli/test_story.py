@@ -1,4 +1,4 @@
-"""The README's main story, through the real CLI in subprocesses (PROTOCOL §5, §6.7, §6.8)."""
+"""The README's main story, through the real CLI in subprocesses (docs/protocol.md §5, §6.7, §6.8)."""
 
 from __future__ import annotations
 

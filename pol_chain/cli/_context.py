@@ -1,0 +1,77 @@
+"""What every command shares: the global options' overrides, the settings they give,
+and the option declarations several commands use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from pol_chain.config import Settings
+
+__all__ = [
+    "AccountOpt",
+    "CosOpt",
+    "JsonOpt",
+    "RandomOpt",
+    "RhoOpt",
+    "TopQOpt",
+    "current_settings",
+    "policy_overrides",
+    "state",
+]
+
+
+@dataclass
+class _State:
+    """Set by the root callback (``--home``, ``--rpc-url`` …) before a command runs."""
+
+    debug: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+state = _State()
+
+
+def current_settings(**overrides: Any) -> Settings:
+    """The settings for this invocation: config file < environment < global options <
+    ``overrides`` (the command's own flags; None means not given)."""
+    from pol_chain.config import load_settings
+
+    return load_settings(**{**state.overrides, **overrides})
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+AccountOpt = Annotated[
+    int | None,
+    typer.Option("--account", "-a", help="Anvil dev account index (embedded chain only)."),
+]
+RhoOpt = Annotated[
+    float | None, typer.Option("--rho", help="Max normalized error per segment (policy ρ).")
+]
+CosOpt = Annotated[
+    float | None, typer.Option("--cos", help="Min directional cosine per segment (policy c).")
+]
+RandomOpt = Annotated[
+    int | None,
+    typer.Option("--random", "-m", help="Random segments per challenge (policy m, 0: none)."),
+]
+TopQOpt = Annotated[int | None, typer.Option("--top-q", help="Top-Q segments per epoch.")]
+
+
+def policy_overrides(
+    rho: float | None, cos: float | None, m: int | None, q: int | None
+) -> dict[str, Any]:
+    """Settings overrides from the policy flags (only those given)."""
+    return {
+        key: value
+        for key, value in (
+            ("policy_rho", rho),
+            ("policy_cos", cos),
+            ("policy_m", m),
+            ("policy_q", q),
+        )
+        if value is not None
+    }
