@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pol_chain.compose.binding import RunBinding
+from pol_chain.format import RunBinding
 from pol_chain.proof import Recorder, TaskSpec
 from pol_chain.proof.loop import build_bundle
 
