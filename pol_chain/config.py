@@ -13,13 +13,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pol_chain.errors import PolchainError
 from pol_chain.paths import data_dir
 
 __all__ = ["ConfigError", "Settings", "load_settings", "CONFIG_TEMPLATE"]
 
 
-class ConfigError(ValueError):
-    """The configuration file or an override is invalid."""
+class ConfigError(PolchainError, ValueError):
+    """The configuration file or an override is invalid (one line, exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Settings:
     kubo_api: str = ""
     kubo_auth: str = ""
     log_range: int | None = None
+    availability_deadline: float | None = None
     policy_q: int | None = None
     policy_m: int | None = None
     policy_rho: float | None = None
@@ -65,6 +67,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     },
     "store": {"backend": "store_backend", "kubo_api": "kubo_api", "kubo_auth": "kubo_auth"},
     "policy": {"q": "policy_q", "m": "policy_m", "rho": "policy_rho", "cos": "policy_cos"},
+    "agent": {"availability_deadline": "availability_deadline"},
 }
 
 
@@ -147,4 +150,9 @@ kubo_auth = ""       # Authorization header for pinning services speaking the Ku
 # m = 30             # random segments drawn from the challenge seed (0: none)
 # rho = 0.01         # max normalized error
 # cos = 0.99         # min directional cosine
+
+[agent]
+# Seconds (of chain time, from the challenge's opening block) during which artefacts the
+# agent cannot fetch only delay its vote; after that, and two tries, they fail the run.
+# availability_deadline = 3600
 """

@@ -7,6 +7,8 @@ Anvil account 0), ``session_ledger`` for one shared across the session, and
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,3 +48,33 @@ def session_ledger(w3: Web3) -> LedgerClient:
 def ledger(w3: Web3) -> LedgerClient:
     """A freshly deployed ProofLedger, admin = Anvil account 0."""
     return LedgerClient.deploy(w3, dev_account(0))
+
+
+# --- fault-injection bookkeeping (benchmarks/faults.py) ----------------------------------
+# A test marked ``@pytest.mark.fault("wrong_verdict" | "data_lost" | "agent_stopped" |
+# "bad_input")`` is one scenario of the fault suite; with POLCHAIN_FAULTS_LOG set, its
+# outcome is appended to that file as one JSON line, which benchmarks/faults.py counts.
+
+FAULT_KINDS = ("wrong_verdict", "data_lost", "agent_stopped", "bad_input")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fault(kind): a fault-injection scenario counted by benchmarks/faults.py"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("fault")
+    log = os.environ.get("POLCHAIN_FAULTS_LOG")
+    if marker is None or not log or report.when != "call":
+        return
+    kind = marker.args[0] if marker.args else "wrong_verdict"
+    assert kind in FAULT_KINDS, kind
+    with open(log, "a") as handle:
+        handle.write(
+            json.dumps({"test": item.nodeid, "kind": kind, "passed": report.passed}) + "\n"
+        )

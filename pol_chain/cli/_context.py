@@ -13,11 +13,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountOpt",
+    "ChallengeIdArg",
     "CosOpt",
     "JsonOpt",
     "RandomOpt",
     "RhoOpt",
     "TopQOpt",
+    "bytes32_option",
     "current_settings",
     "policy_overrides",
     "state",
@@ -59,6 +61,24 @@ RandomOpt = Annotated[
     typer.Option("--random", "-m", help="Random segments per challenge (policy m, 0: none)."),
 ]
 TopQOpt = Annotated[int | None, typer.Option("--top-q", help="Top-Q segments per epoch.")]
+
+
+def bytes32_option(value: str | None) -> str | None:
+    """Check a ``0x`` + 64 hex option (a seed, a digest) at parse time."""
+    if value is None:
+        return None
+    from pol_chain.format import parse_digest
+
+    try:
+        parse_digest(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+ChallengeIdArg = Annotated[
+    int, typer.Argument(help="Challenge id (counting from 1).", min=1, max=2**64 - 1)
+]
 
 
 def policy_overrides(

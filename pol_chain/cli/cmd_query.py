@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pol_chain.cli._context import JsonOpt, current_settings
+from pol_chain.cli._context import ChallengeIdArg, JsonOpt, current_settings
 from pol_chain.cli._output import emit_json, info, short, table, when
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def show_run(
 
 @show_app.command("challenge")
 def show_challenge(
-    challenge_id: Annotated[int, typer.Argument(help="Challenge id.")],
+    challenge_id: ChallengeIdArg,
     json_out: JsonOpt = False,
 ) -> None:
     """Show a challenge: run, seed, votes, outcome.

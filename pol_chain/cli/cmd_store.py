@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pol_chain.cli._context import JsonOpt, current_settings
+from pol_chain.cli._context import JsonOpt, bytes32_option, current_settings
 from pol_chain.cli._output import emit_json, info
 from pol_chain.errors import PolchainError
 
@@ -45,7 +45,12 @@ def add(
 def get(
     cid: Annotated[str, typer.Argument(help="CID to fetch.")],
     out: Annotated[Path, typer.Argument(help="Where to write the bytes.")],
-    sha256: Annotated[str | None, typer.Option(help="Required SHA-256 of the content.")] = None,
+    sha256: Annotated[
+        str | None,
+        typer.Option(
+            help="Required SHA-256 of the content (0x + 64 hex).", callback=bytes32_option
+        ),
+    ] = None,
 ) -> None:
     """Fetch a CID (verified block by block) into a file.
 

@@ -16,6 +16,7 @@ from pol_chain.cli._context import (
     RandomOpt,
     RhoOpt,
     TopQOpt,
+    bytes32_option,
     current_settings,
     policy_overrides,
 )
@@ -79,7 +80,11 @@ def challenge(
 def verify(
     target: Annotated[str, typer.Argument(help="Proof directory or run id.")],
     seed: Annotated[
-        str | None, typer.Option(help="Challenge seed (0x…32 bytes) for the random segments.")
+        str | None,
+        typer.Option(
+            help="Challenge seed (0x + 64 hex) for the random segments.",
+            callback=bytes32_option,
+        ),
     ] = None,
     full: Annotated[bool, typer.Option(help="Replay every segment.")] = False,
     report_dir: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,

@@ -71,6 +71,29 @@ class LazyGroup(TyperGroup):
             return loaded
         return loaded.commands.get(cmd_name)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command; a usage error (bad option value, unknown command) is one line
+        and exit code 2, like every other error."""
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except NoArgsIsHelpError as exc:
+            exc.show()  # the help text
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f"see '{ctx.command_path} --help'" if ctx is not None else ""
+            typer.secho(f"error: {exc.format_message()}", err=True, fg=typer.colors.RED)
+            if hint:
+                typer.secho(f"hint: {hint}", err=True, fg=typer.colors.YELLOW)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.secho("error: aborted", err=True, fg=typer.colors.RED)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: Any) -> Any:
         from pol_chain.errors import PolchainError
 

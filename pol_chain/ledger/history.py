@@ -134,10 +134,11 @@ class ModelHistory(_Json):
 class _Reader:
     """The walk's view of the ledger: a fixed block range, sorted logs."""
 
-    def __init__(self, ledger: LedgerReader, from_block: int | None) -> None:
+    def __init__(self, ledger: LedgerReader, from_block: int | None, to_block: int | None) -> None:
         self.source = ledger
         self.from_block = ledger.deploy_block if from_block is None else from_block
-        self.to_block = ledger.block_number()  # one consistent view for the whole walk
+        # one consistent view for the whole walk
+        self.to_block = ledger.block_number() if to_block is None else to_block
 
     def timestamp(self, block: int) -> int:
         return self.source.timestamp(block)
@@ -247,17 +248,25 @@ def _run(reader: _Reader, run_id: bytes) -> RunHistory:
 
 
 def run_history(
-    ledger: LedgerReader, run_id: bytes | str, from_block: int | None = None
+    ledger: LedgerReader,
+    run_id: bytes | str,
+    from_block: int | None = None,
+    to_block: int | None = None,
 ) -> RunHistory:
-    """Rebuild run ``run_id`` from logs (from the deployment block unless given)."""
-    return _run(_Reader(ledger, from_block), to_bytes32(run_id))
+    """Rebuild run ``run_id`` from logs between ``from_block`` (default: the deployment
+    block) and ``to_block`` (default: the latest block, read once)."""
+    return _run(_Reader(ledger, from_block, to_block), to_bytes32(run_id))
 
 
 def model_history(
-    ledger: LedgerReader, model_digest: bytes | str, from_block: int | None = None
+    ledger: LedgerReader,
+    model_digest: bytes | str,
+    from_block: int | None = None,
+    to_block: int | None = None,
 ) -> ModelHistory:
-    """Rebuild every claim on ``model_digest`` and its owner from logs."""
-    reader = _Reader(ledger, from_block)
+    """Rebuild every claim on ``model_digest`` and its owner from logs (blocks as in
+    :func:`run_history`)."""
+    reader = _Reader(ledger, from_block, to_block)
     digest = to_bytes32(model_digest)
     claims = [
         _run(reader, bytes(log["args"]["runId"]))

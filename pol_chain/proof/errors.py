@@ -12,6 +12,8 @@ from pol_chain.format.errors import FormatError, SpecError
 from pol_chain.format.reasons import Reason
 
 __all__ = [
+    "ArtefactUnavailable",
+    "CannotVerify",
     "IntegrityError",
     "MalformedArtefactError",
     "MembershipError",
@@ -57,3 +59,20 @@ class RecorderError(ProofError, RuntimeError):
 
 class ResumeError(ProofError, RuntimeError):
     """A proof directory cannot be resumed (spec, run or seed differ)."""
+
+
+class CannotVerify(ProofError):
+    """Verification could not be completed for a reason that is not the trainer's to blame
+    (this verifier lacks the task's code or the parent model, its device cannot run it …):
+    no verdict, and a verifier must not vote on it (docs/protocol.md §4)."""
+
+
+class ArtefactUnavailable(CannotVerify):
+    """An artefact the proof commits to cannot be had from the source right now; whether
+    that is the trainer's fault depends on the availability deadline, which the caller
+    applies."""
+
+    def __init__(self, what: str, digest: bytes) -> None:
+        super().__init__(f"{what} (sha256 0x{digest.hex()}) is not available")
+        self.what = what
+        self.digest = digest

@@ -28,7 +28,12 @@ class ArtefactSource(Protocol):
     """Anything that yields an artefact's bytes by its SHA-256 (a directory, IPFS...)."""
 
     def get(self, sha256: bytes) -> bytes:
-        """Return the bytes whose SHA-256 is ``sha256``; raise ``KeyError`` if unknown."""
+        """Return the bytes whose SHA-256 is ``sha256``.
+
+        Raise ``KeyError`` when the source does not have them, and
+        :class:`~pol_chain.proof.errors.IntegrityError` when what it has does not hash to
+        ``sha256``; anything else (a store outage, local damage) propagates as is.
+        """
         ...
 
 
@@ -61,13 +66,17 @@ class DirectorySource:
         return read_manifest(self.root)
 
     def get(self, sha256: bytes) -> bytes:
-        """Return the artefact with digest ``sha256`` (bytes as stored; verify the hash)."""
+        """Return the artefact with digest ``sha256`` (bytes as stored; verify the hash);
+        ``KeyError`` when the manifest does not list it or its file is absent."""
         path = self._paths.get(bytes(sha256))
         if path is None:
             raise KeyError(to_hex(sha256))
         if not path.resolve().is_relative_to(self.root.resolve()):
             raise IntegrityError(f"artefact path {path} escapes the proof directory")
-        return path.read_bytes()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(f"{to_hex(sha256)}: {path} is missing") from None
 
 
 @dataclass(frozen=True)

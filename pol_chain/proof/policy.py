@@ -21,16 +21,22 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pol_chain.errors import PolchainError
 from pol_chain.format.names import CHALLENGE_DOMAIN
 
 __all__ = [
     "Policy",
+    "PolicyError",
     "detection_probability",
     "draw_random",
     "min_random_segments",
     "plan_cost",
     "select_segments",
 ]
+
+
+class PolicyError(PolchainError, ValueError):
+    """A verification policy value is out of its range."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,16 @@ class Policy:
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.q < 0 or self.m < 0 or self.full_below < 0:
-            raise ValueError("k ≥ 1 and q, m, full_below ≥ 0 required")
+            raise PolicyError(
+                f"policy needs k ≥ 1 and q, m, full_below ≥ 0 (got k={self.k}, q={self.q}, "
+                f"m={self.m}, full_below={self.full_below})"
+            )
         if not (self.rho > 0 and -1 <= self.c <= 1 and 0 < self.max_replay_fraction <= 1):
-            raise ValueError("rho > 0, -1 ≤ c ≤ 1, 0 < max_replay_fraction ≤ 1 required")
+            raise PolicyError(
+                f"policy needs rho > 0, -1 ≤ c ≤ 1, 0 < max_replay_fraction ≤ 1 (got "
+                f"rho={self.rho}, c={self.c}, max_replay_fraction={self.max_replay_fraction})",
+                hint="set --rho / --cos (or [policy] rho, cos) within those ranges",
+            )
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (for the report)."""

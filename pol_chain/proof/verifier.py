@@ -38,7 +38,7 @@ from pol_chain.format import (
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.dataset import MerkleTree, sample_leaf, verify_membership
 from pol_chain.proof.engine import StepSampler, model_tensors, replay_steps, step_seeds
-from pol_chain.proof.errors import ProofError
+from pol_chain.proof.errors import ArtefactUnavailable, CannotVerify, IntegrityError, ProofError
 from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.manifest import ArtefactSource, DirectorySource
 from pol_chain.proof.policy import Policy, select_segments
@@ -146,12 +146,14 @@ class _Ctx:
     found: _Findings = field(default_factory=_Findings)
 
     def fetch(self, digest: bytes, what: str) -> bytes | None:
+        """The artefact's bytes; None (and a reason) when they are not its committed bytes.
+        An artefact the source does not have raises :class:`ArtefactUnavailable`."""
         try:
             data = self.source.get(digest)
-        except (KeyError, FileNotFoundError, OSError) as exc:
-            self.found.fail(
-                "integrity", Reason.MISSING_ARTEFACT, f"{what} {to_hex(digest)}: {exc!r}"
-            )
+        except KeyError:
+            raise ArtefactUnavailable(what, digest) from None
+        except IntegrityError as exc:
+            self.found.fail("integrity", Reason.ARTEFACT_DIGEST, f"{what}: {exc}")
             return None
         if sha256(data) != digest:
             self.found.fail(
@@ -398,6 +400,11 @@ def verify(
     """Verify a proof and return its :class:`~pol_chain.format.Report` (also written to
     ``out_dir``).
 
+    The report's verdict depends on the proof alone (docs/protocol.md §4). What is not the
+    trainer's to blame raises instead of failing: :class:`CannotVerify` (this machine
+    cannot run the task, or lacks the parent model) and :class:`ArtefactUnavailable` (the
+    source lacks an artefact; the caller applies the availability deadline).
+
     ``dataset`` is the data the replay uses (default: the dataset the spec's task builds);
     every index of a replayed segment must open to the spec's committed root, with paths
     from ``dataset_proofs(index)`` (default: the Merkle tree of ``dataset`` itself).
@@ -427,17 +434,26 @@ def verify(
     want_spec = spec_digest or manifest.spec_sha256
     try:
         raw = spec_bytes if spec_bytes is not None else source.get(want_spec)
+    except KeyError:
+        raise ArtefactUnavailable("spec", want_spec) from None
+    try:
         if sha256(raw) != want_spec:
             raise ProofError(f"spec does not hash to the committed {to_hex(want_spec)}")
         if manifest.spec_sha256 != want_spec:
             raise ProofError("manifest names another spec than the committed one")
         spec = TaskSpec.from_bytes(raw)
-        check_source(spec)
-    except (ProofError, FormatError, KeyError) as exc:
+    except (ProofError, FormatError) as exc:
         spec_found = _Findings()
         spec_found.fail("spec", Reason.SPEC_INVALID, str(exc))
         spec_found.details["spec"] = [str(exc)]
         return finish(spec_found)
+    try:
+        check_source(spec)
+    except (ProofError, FormatError) as exc:
+        raise CannotVerify(
+            f"cannot run the task of this proof here: {exc}",
+            hint="install the trainer's task module (same source) on this machine",
+        ) from None
     ctx = _Ctx(spec, manifest, source, bytes(run_id), bytes(run_seed))
     base["spec_sha256"] = spec.digest
     entries = manifest.entries
@@ -449,9 +465,8 @@ def verify(
     finalized = manifest.final is not None
     try:
         bundle = build_bundle(spec, run_seed, device, parent_model)
-    except ProofError as exc:
-        ctx.found.fail("init", Reason.INIT_MISMATCH, str(exc))
-        return finish(ctx.found)
+    except (ProofError, FormatError) as exc:
+        raise CannotVerify(f"cannot build the task of this proof here: {exc}") from None
     n = len(entries) - 1
     update_sizes, last_state = _update_sizes(ctx, bundle)
     final_digest = _check_model(ctx, last_state, model_digest)

@@ -13,9 +13,11 @@ from __future__ import annotations
 from .base import ArtefactStore, Digest
 from .cid import CID
 from .errors import (
+    BlockCorrupted,
     BlockNotFound,
     CarError,
     CidError,
+    ContentMismatch,
     IntegrityError,
     KuboError,
     KuboUnreachable,
@@ -29,9 +31,11 @@ from .replicated import DrainReport, PushQueue, QueueEntry, ReplicatedStore, ope
 __all__ = [
     "CID",
     "ArtefactStore",
+    "BlockCorrupted",
     "BlockNotFound",
     "CarError",
     "CidError",
+    "ContentMismatch",
     "Digest",
     "DrainReport",
     "GcReport",

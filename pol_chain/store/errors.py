@@ -7,9 +7,11 @@ from typing import Any
 from pol_chain.errors import PolchainError
 
 __all__ = [
+    "BlockCorrupted",
     "BlockNotFound",
     "CarError",
     "CidError",
+    "ContentMismatch",
     "IntegrityError",
     "KuboError",
     "KuboUnreachable",
@@ -47,6 +49,16 @@ class IntegrityError(StoreError):
         self.actual = actual
         self.block = block
         """The CID of the damaged block, when one block on disk is the culprit."""
+
+
+class BlockCorrupted(IntegrityError):
+    """A block does not hash to its own CID: damage in this store (or a node that answered
+    wrong bytes), never the content's author's doing."""
+
+
+class ContentMismatch(IntegrityError):
+    """Every block matches its CID, but the whole content does not hash to the SHA-256 it
+    was asked for: the CID names other bytes than the digest committed for them."""
 
 
 class NotAFile(StoreError):

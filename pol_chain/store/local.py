@@ -33,7 +33,15 @@ from typing import BinaryIO
 from .base import ArtefactStore, Digest, normalize_sha256
 from .car import CarReader, write_car
 from .cid import CID, DAG_PB, RAW
-from .errors import BlockNotFound, CarError, IntegrityError, NotAFile, StoreError
+from .errors import (
+    BlockCorrupted,
+    BlockNotFound,
+    CarError,
+    ContentMismatch,
+    IntegrityError,
+    NotAFile,
+    StoreError,
+)
 from .unixfs import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_WIDTH,
@@ -288,7 +296,7 @@ class LocalStore(ArtefactStore):
         """Return ``data`` if it hashes to ``c``, else raise :class:`IntegrityError`."""
         digest = hashlib.sha256(data).digest()
         if digest != c.digest:
-            raise IntegrityError(f"block {c}", c.digest.hex(), digest.hex(), block=str(c))
+            raise BlockCorrupted(f"block {c}", c.digest.hex(), digest.hex(), block=str(c))
         return data
 
     def get_block(self, cid: str | CID) -> bytes:
@@ -311,7 +319,9 @@ class LocalStore(ArtefactStore):
         """Store one block after checking it hashes to ``cid``."""
         c = CID.parse(cid)
         if hashlib.sha256(data).digest() != c.digest:
-            raise IntegrityError(f"block {c}", c.digest.hex(), hashlib.sha256(data).hexdigest())
+            raise BlockCorrupted(
+                f"block {c}", c.digest.hex(), hashlib.sha256(data).hexdigest(), block=str(c)
+            )
         with self._locked():
             self._fsync_dirs([self._write_block(c, data)])
         return str(c)
@@ -527,7 +537,7 @@ class LocalStore(ArtefactStore):
         if hasher is not None and want is not None:
             got = hasher.digest()
             if got != want:
-                raise IntegrityError(f"content of {cid}", "0x" + want.hex(), "0x" + got.hex())
+                raise ContentMismatch(f"content of {cid}", "0x" + want.hex(), "0x" + got.hex())
             if held is not None:
                 yield held
 
@@ -536,7 +546,7 @@ class LocalStore(ArtefactStore):
         want = normalize_sha256(expect_sha256)
         data = b"".join(self.iter_content(cid))
         if want is not None and hashlib.sha256(data).digest() != want:
-            raise IntegrityError(
+            raise ContentMismatch(
                 f"content of {cid}", "0x" + want.hex(), "0x" + hashlib.sha256(data).hexdigest()
             )
         return data
@@ -701,7 +711,7 @@ class LocalStore(ArtefactStore):
             with self._locked():
                 for cid, data in reader:
                     if hashlib.sha256(data).digest() != cid.digest:
-                        raise IntegrityError(
+                        raise BlockCorrupted(
                             f"CAR block {cid}", cid.digest.hex(), hashlib.sha256(data).hexdigest()
                         )
                     dirs.add(self._write_block(cid, data))

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .helpers import Cli, make_cli
 
 
@@ -15,6 +17,7 @@ def _votes(cli: Cli, challenge_id: int) -> tuple[int, str]:
     return info["pass_votes"] + info["fail_votes"], info["status"]
 
 
+@pytest.mark.fault("data_lost")
 def test_agent_killed_mid_verification_votes_once(trained: tuple[Cli, dict[str, Any]]) -> None:
     cli, run = trained
     opened = cli.json("challenge", run["run_id"], "-a", "4")["challenges"][0]
@@ -58,6 +61,7 @@ def test_verify_locally_and_on_chain(trained: tuple[Cli, dict[str, Any]]) -> Non
     assert status["committed_count"] == run["checkpoints"]
 
 
+@pytest.mark.fault("wrong_verdict")
 def test_unreachable_store_delays_attestation_but_loses_nothing(tmp_path: Path) -> None:
     """The trainer pins to a Kubo node; the agent (another machine: its own data folder,
     configured RPC and ledger) can only fetch through that node. While the node is down
