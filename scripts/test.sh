@@ -6,8 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/bootstrap.sh
 echo "[test] ruff"
-.venv/bin/ruff check pol_chain tests scripts benchmarks
-.venv/bin/ruff format --check pol_chain tests scripts benchmarks
+.venv/bin/ruff check pol_chain tests scripts benchmarks examples
+.venv/bin/ruff format --check pol_chain tests scripts benchmarks examples
 echo "[test] mypy"
 .venv/bin/mypy
 echo "[test] contract artefact is current"

@@ -176,6 +176,7 @@ def checkpoint_meta(bundle: TaskBundle, step: int) -> CheckpointMeta:
 def steps_lrs(bundle: TaskBundle, start: int, end: int) -> list[float]:
     """The (first group's) lr of steps ``start..end-1`` under the bundle's schedule."""
     sched = bundle.scheduler
+    assert bundle.optimizer is not None
     base = float(bundle.optimizer.param_groups[0]["initial_lr"]) if sched is not None else None
     if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) and base is not None:
         return [base * sched.lr_lambdas[0](t) for t in range(start, end)]

@@ -70,6 +70,7 @@ def _perturb(
     iters: int,
 ) -> torch.Tensor:
     """Return the steered inputs of one batch (frozen rows unchanged)."""
+    assert bundle.train_x is not None and bundle.train_y is not None and bundle.loss_fn
     x0 = bundle.train_x[idx].clone()
     y = bundle.train_y[idx]
     params = [p for p in bundle.model.parameters()]
@@ -115,6 +116,7 @@ def forge_adversarial_data_proof(
     t0 = time.perf_counter()
     target_model, target = load_target(stolen_model)
     bundle = fresh_bundle(spec, run_seed)
+    assert bundle.train_x is not None and bundle.train_y is not None, "a tensor-pair task"
     bundle.train_x = bundle.train_x.clone()  # the claimed dataset, perturbed in place
     frozen = torch.zeros(len(bundle.train_x), dtype=torch.bool)
     params = param_names(bundle)

@@ -135,6 +135,7 @@ def forge_interpolated_proof(
         raise ValueError("the first and last segment cannot be the honest ones here")
     param_keys = param_names(bundle)
     pids = {key: i for i, key in enumerate(param_keys)}
+    assert bundle.optimizer is not None
     momentum = float(bundle.optimizer.param_groups[0].get("momentum", 0.0))
     cur: State = {f"model.{k}": v for k, v in w0_model.items()}
     meta: CheckpointMeta = checkpoint_meta(bundle, 0)

@@ -59,6 +59,7 @@ def forge_momentum_steering_proof(
     target_model, target = load_target(stolen_model)
     bundle = fresh_bundle(spec, run_seed)
     params = param_names(bundle)
+    assert bundle.optimizer is not None
     mu = float(bundle.optimizer.param_groups[0].get("momentum", 0.0))
     if mu <= 0:
         raise ValueError("momentum steering needs an optimizer with momentum")

@@ -200,6 +200,7 @@ def _apply_checkpoint_hyperparameters(
     """Set the optimizer's hyperparameters from the checkpoint (the reference restores the
     whole optimizer state dict, param groups included)."""
     used: dict[str, Any] = {}
+    assert bundle.optimizer is not None, "the reference replays single-optimizer tasks"
     lrs = meta.get("lr")
     sched = bundle.scheduler
     if isinstance(lrs, list) and len(lrs) == len(bundle.optimizer.param_groups):

@@ -22,6 +22,7 @@ from pol_chain.format import (
     ArtefactRef,
     FormatError,
     Segment,
+    SegmentStep,
     checkpoint_name,
     segment_name,
 )
@@ -101,8 +102,8 @@ def tamper_data_order(
     a, b = swap
     steps = list(seg.steps)
     steps[a], steps[b] = (
-        replace(steps[a], indices=steps[b].indices),
-        replace(steps[b], indices=steps[a].indices),
+        SegmentStep.of(steps[a].step, steps[b].batches, steps[a].seeds),
+        SegmentStep.of(steps[b].step, steps[a].batches, steps[b].seeds),
     )
     path.write_bytes(replace(seg, steps=tuple(steps)).to_bytes())
     if recommit:

@@ -20,10 +20,28 @@ app = typer.Typer()
 TaskArg = Annotated[str, typer.Argument(help="Task name (digits, resnet20) or module:function.")]
 EpochsOpt = Annotated[int | None, typer.Option(help="Override the task's epochs.")]
 KOpt = Annotated[int | None, typer.Option("-k", help="Checkpoint interval in steps.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config value, checked against the task's config: "
+        "--set lr.base=0.01 --set batch_size=64 (values are JSON; repeatable).",
+    ),
+]
+ConfigFileOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="A TOML or JSON file of config overrides (before --set)."),
+]
 
 
-def _config(epochs: int | None, k: int | None) -> dict[str, Any]:
-    return {key: v for key, v in (("epochs", epochs), ("k", k)) if v is not None}
+def _config(
+    epochs: int | None, k: int | None, pairs: list[str] | None, config_file: Path | None
+) -> dict[str, Any]:
+    from pol_chain.compose.registration import parse_overrides
+
+    config = parse_overrides(pairs or [], config_file)
+    config.update({key: v for key, v in (("epochs", epochs), ("k", k)) if v is not None})
+    return config
 
 
 @app.command()
@@ -32,6 +50,8 @@ def register(
     out: Annotated[Path, typer.Option(help="Proof directory to create.")] = Path("proof"),
     epochs: EpochsOpt = None,
     k: KOpt = None,
+    set_values: SetOpt = None,
+    config_file: ConfigFileOpt = None,
     account: AccountOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -42,7 +62,7 @@ def register(
     """
     from pol_chain.compose.registration import build_spec, register_spec
 
-    spec = build_spec(task, _config(epochs, k))
+    spec = build_spec(task, _config(epochs, k, set_values, config_file))
     binding, _, _ = register_spec(current_settings(), spec, out, account)
     result = {**binding.__dict__, "run_seed": "0x" + binding.run_seed.hex(), "proof_dir": str(out)}
     if json_out:
@@ -61,6 +81,8 @@ def train(
     ] = None,
     epochs: EpochsOpt = None,
     k: KOpt = None,
+    set_values: SetOpt = None,
+    config_file: ConfigFileOpt = None,
     finalize: Annotated[
         bool, typer.Option(help="Finalize the run (claim the model) when training ends.")
     ] = True,
@@ -72,7 +94,7 @@ def train(
 ) -> None:
     """Train a task with live recording: each checkpoint is stored and committed on-chain.
 
-    Example: polchain train digits --epochs 3 -k 20
+    Example: polchain train digits --epochs 3 -k 20 --set lr.base=0.02
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -87,7 +109,7 @@ def train(
         binding, client, store = open_bound(settings, out, account)
         spec = TaskSpec.from_bytes((out / "spec.json").read_bytes())
     else:
-        spec = build_spec(task, _config(epochs, k))
+        spec = build_spec(task, _config(epochs, k, set_values, config_file))
         binding, client, store = register_spec(settings, spec, out, account)
         if not json_out:
             info(f"registered run {binding.run_id}")

@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from pol_chain.store import ArtefactStore
 
 __all__ = [
+    "ENGINE_KEYS",
     "TASKS",
     "BoundRun",
+    "ConfigOverrideError",
     "TaskNotFound",
+    "apply_overrides",
     "build_spec",
     "open_bound",
     "register_spec",
@@ -35,8 +38,101 @@ TASKS = {
 BoundRun = tuple[RunBinding, "LedgerClient", "ArtefactStore"]
 
 
+ENGINE_KEYS = ("batch_size", "epochs", "k", "grad_accumulation")
+"""Config keys every task takes (the engine reads them) even when its defaults omit them."""
+
+
 class TaskNotFound(PolchainError):
     """The task name or entry point does not resolve."""
+
+
+class ConfigOverrideError(PolchainError):
+    """A ``--set`` or ``--config`` value does not fit the task's config."""
+
+
+def _parse_value(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a bare word: a string
+
+
+def _check_type(path: str, default: Any, value: Any) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigOverrideError(f"config {path} takes true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(value, bool) and isinstance(value, int):
+        return value
+    if (
+        isinstance(default, float)
+        and not isinstance(value, bool)
+        and isinstance(value, int | float)
+    ):
+        return float(value)
+    if isinstance(default, type(value)) and not isinstance(default, int | float):
+        return value
+    raise ConfigOverrideError(
+        f"config {path} takes a {type(default).__name__} (default {default!r}), got {value!r}",
+        hint="values are JSON: --set lr.base=0.01 --set nesterov=true --set name=word",
+    )
+
+
+def apply_overrides(
+    defaults: Mapping[str, Any], overrides: Mapping[str, Any], *, prefix: str = ""
+) -> dict[str, Any]:
+    """``defaults`` with ``overrides`` (nested mappings merged key by key), each key and
+    type checked against the defaults (the engine's keys are always allowed)."""
+    out = dict(defaults)
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if key not in out and not (not prefix and key in ENGINE_KEYS):
+            close = difflib.get_close_matches(key, list(out), n=1)
+            raise ConfigOverrideError(
+                f"the task's config has no key {path!r}",
+                hint=f"did you mean {prefix}{close[0]!r}?"
+                if close
+                else f"its keys: {', '.join(sorted(out))}",
+            )
+        current = out.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            out[key] = apply_overrides(current, value, prefix=f"{path}.")
+        else:
+            out[key] = _check_type(path, current, value)
+    return out
+
+
+def parse_overrides(pairs: list[str], config_file: Path | None = None) -> dict[str, Any]:
+    """``--config FILE`` (TOML or JSON) then ``--set a.b=VALUE`` pairs as one nested mapping."""
+    import json
+    import tomllib
+
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            text = config_file.read_text()
+            loaded = json.loads(text) if config_file.suffix == ".json" else tomllib.loads(text)
+        except (OSError, ValueError) as exc:
+            raise ConfigOverrideError(f"cannot read config file {config_file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigOverrideError(f"config file {config_file} is not a table/object")
+        merged = loaded
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigOverrideError(f"--set {pair!r}: expected KEY=VALUE (e.g. lr.base=0.01)")
+        node = merged
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigOverrideError(f"--set {pair!r}: {part} is not a table")
+        node[parts[-1]] = _parse_value(raw.strip())
+    return merged
 
 
 def task_entry(task: str) -> str:
@@ -55,12 +151,21 @@ def task_entry(task: str) -> str:
 
 
 def build_spec(task: str, config: Mapping[str, Any] | None = None) -> TaskSpec:
-    """Build the run spec of ``task`` with ``config`` overriding the task's defaults."""
+    """Build the run spec of ``task`` with ``config`` overriding the task's defaults
+    (checked against them: keys, types)."""
+    import sys
+
     from pol_chain.proof import make_spec
+    from pol_chain.proof.task import resolve_task
 
     entry = task_entry(task)
     try:
-        return make_spec(entry, dict(config or {}))
+        fn = resolve_task(entry)
+        defaults = getattr(sys.modules[fn.__module__], "DEFAULT_CONFIG", None)
+        merged = (
+            apply_overrides(defaults, config or {}) if defaults is not None else dict(config or {})
+        )
+        return make_spec(entry, merged)
     except (ImportError, AttributeError) as exc:
         raise TaskNotFound(
             f"task {entry!r} does not import: {exc}",

@@ -19,12 +19,15 @@ __all__ = [
     "SAMPLE_LEAF_RULE",
     "SEED_DOMAIN",
     "SEGMENT_FORMAT",
+    "SEGMENT_FORMAT_V2",
     "SPEC_FORMAT",
 ]
 
 SPEC_FORMAT = "polchain-spec-v1"
 MANIFEST_FORMAT = "polchain-manifest-v1"
 SEGMENT_FORMAT = "polchain-segment-v1"
+SEGMENT_FORMAT_V2 = "polchain-segment-v2"
+"""Segments with several micro-batches per step (gradient accumulation)."""
 CHECKPOINT_FORMAT = "polchain-checkpoint-v1"
 MODEL_FORMAT = "polchain-model-v1"
 REPORT_FORMAT = "polchain-report-v1"

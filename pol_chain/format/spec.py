@@ -29,9 +29,11 @@ from pol_chain.format._json import (
 from pol_chain.format.errors import FormatError, SpecError
 from pol_chain.format.names import SAMPLE_LEAF_RULE, SPEC_FORMAT
 
-__all__ = ["DatasetCommitment", "InitRule", "TaskSpec"]
+__all__ = ["ACCUMULATION", "DatasetCommitment", "InitRule", "TaskSpec"]
 
 _REQUIRED_CONFIG = ("batch_size", "epochs", "k")
+ACCUMULATION = "grad_accumulation"
+"""Config key: micro-batches per optimizer step (default 1); ``batch_size`` counts all."""
 MAX_SPEC_BYTES = 1 << 20
 
 
@@ -147,10 +149,16 @@ class TaskSpec(CanonicalRecord):
         if not isinstance(self.source_sha256, bytes) or len(self.source_sha256) != 32:
             raise SpecError("must be 32 bytes", field="task.source_sha256")
         object.__setattr__(self, "init", InitRule.coerce(self.init))
-        for key in _REQUIRED_CONFIG:
-            value = self.config.get(key)
+        for key in (*_REQUIRED_CONFIG, ACCUMULATION):
+            value = self.config.get(key, 1)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SpecError(f"must be a positive integer, got {value!r}", field=f"config.{key}")
+        if self.batch_size % self.accumulation:
+            raise SpecError(
+                f"batch_size {self.batch_size} is not a multiple of {self.accumulation} "
+                "micro-batches",
+                field=f"config.{ACCUMULATION}",
+            )
         for name, value in (("config", self.config), ("environment", self.environment)):
             try:
                 canonical_json(dict(value))
@@ -171,6 +179,16 @@ class TaskSpec(CanonicalRecord):
     def batch_size(self) -> int:
         """Batch size."""
         return int(self.config["batch_size"])
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per optimizer step (gradient accumulation)."""
+        return int(self.config.get(ACCUMULATION, 1))
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Samples per micro-batch."""
+        return self.batch_size // self.accumulation
 
     @property
     def epochs(self) -> int:

@@ -11,7 +11,7 @@ import torch
 
 from pol_chain.format import TaskSpec, to_hex
 from pol_chain.proof.canonical import sha256
-from pol_chain.proof.engine import run_step, step_seeds
+from pol_chain.proof.engine import TrainState, run_step, step_seeds
 from pol_chain.proof.errors import SpecError
 from pol_chain.proof.recorder import Listener, Recorder
 from pol_chain.proof.seeds import derive_seed
@@ -74,6 +74,7 @@ def train(
     parent_model: bytes | None = None,
     queue_size: int = 2,
     max_steps: int | None = None,
+    should_stop: Callable[[int, TaskBundle], bool] | None = None,
     on_step: Callable[[int, float | None], None] | None = None,
     loss_every: int = 10,
 ) -> TrainResult:
@@ -81,8 +82,10 @@ def train(
 
     ``resume=True`` continues an interrupted run from its last complete checkpoint
     (bitwise identical continuation). ``max_steps`` stops early without finalizing
-    (for tests and benchmarks). ``on_step(step, loss)`` is called after every step, with
-    the loss every ``loss_every`` steps (reading it synchronizes a GPU) and None otherwise.
+    (for tests and benchmarks); ``should_stop(steps done, bundle)`` is early stopping: when
+    it says so the run stops *and finalizes* on that step. ``on_step(step, loss)`` is
+    called after every step, with the loss every ``loss_every`` steps (reading it
+    synchronizes a GPU) and None otherwise.
     """
     configure_determinism(deterministic, threads)
     bundle = build_bundle(spec, run_seed, device, parent_model)
@@ -92,28 +95,29 @@ def train(
         spec,
         run_id,
         run_seed,
-        bundle.model,
-        bundle.optimizer,
-        bundle.scheduler,
+        state=TrainState.of(bundle),
         listeners=listeners,
         queue_size=queue_size,
         resume=resume,
     )
     sampler = rec.sampler()
     stop = sampler.total_steps if max_steps is None else min(sampler.total_steps, max_steps)
+    stopped_early = False
     try:
-        for step, idx in sampler.steps(rec.step):
-            if step >= stop:
-                break
+        for step in range(rec.step, stop):
             seeds = step_seeds(run_seed, step)
-            loss = run_step(bundle, idx, seeds)
-            rec.on_step_end(idx, seeds)
+            micro = sampler.micro_batches(step)
+            loss = run_step(bundle, micro, seeds, step)
+            rec.on_step_end(micro, seeds)
             if on_step is not None:
                 on_step(step, float(loss) if step % loss_every == 0 else None)
+            if should_stop is not None and should_stop(step + 1, bundle):
+                stopped_early = True
+                break
     except BaseException:
         rec.__exit__(RuntimeError, None, None)
         raise
-    finished = rec.step >= sampler.total_steps
+    finished = stopped_early or rec.step >= sampler.total_steps
     rec.close(final=finished)  # waits for the last write: part of the recorded time
     if device.startswith("cuda"):
         torch.cuda.synchronize()

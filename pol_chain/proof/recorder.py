@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,9 +37,10 @@ from pol_chain.format import (
 )
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.engine import (
+    RunBatchSampler,
     StepSampler,
-    capture_state,
-    restore_state,
+    TrainState,
+    as_micro_batches,
     step_seeds,
 )
 from pol_chain.proof.errors import RecorderError, ResumeError
@@ -99,9 +101,12 @@ class _Job:
 class Recorder:
     """Records checkpoints and segments of a run into ``proof_dir``.
 
-    With ``resume=True`` it loads the last complete checkpoint of an existing proof
-    directory into ``model``/``optimizer``/``scheduler`` and continues from its step;
-    files left behind by a crash after that checkpoint are ignored and overwritten.
+    The state recorded is ``state`` (every optimizer, scheduler and scaler a step
+    touches), or the ``model``/``optimizer``/``scheduler`` given. With ``resume=True`` it
+    loads the last complete checkpoint of an existing proof directory into that state
+    and continues from its step; files left behind by a crash after that checkpoint are
+    ignored and overwritten. A run may stop early: :meth:`close` with ``final=True``
+    finalizes on the last step recorded.
     """
 
     def __init__(
@@ -110,19 +115,26 @@ class Recorder:
         spec: TaskSpec,
         run_id: bytes,
         run_seed: bytes,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        model: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
         *,
+        state: TrainState | None = None,
         listeners: Iterable[Listener] = (),
         queue_size: int = 2,
         resume: bool = False,
     ) -> None:
         if len(run_id) != 32 or len(run_seed) != 32:
             raise ValueError("run_id and run_seed must be 32 bytes each")
+        if state is None:
+            if model is None:
+                raise ValueError("the recorder needs a model (or a TrainState)")
+            state = TrainState(
+                model, [optimizer] if optimizer else [], [scheduler] if scheduler else []
+            )
         self.proof_dir = Path(proof_dir)
         self.spec, self.run_id, self.run_seed = spec, bytes(run_id), bytes(run_seed)
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.state = state
         self.k = spec.k
         self.listeners = list(listeners)
         self.step = 0
@@ -153,9 +165,12 @@ class Recorder:
     # -- hooks -------------------------------------------------------------------------
     def sampler(self) -> StepSampler:
         """Return the run's data order (per-epoch permutations from the run seed)."""
-        return StepSampler(
-            self.run_seed, self.spec.dataset.size, self.spec.batch_size, self.spec.epochs
-        )
+        return StepSampler.of(self.spec, self.run_seed)
+
+    def batch_sampler(self, start: int | None = None) -> RunBatchSampler:
+        """The run's data order as a ``DataLoader`` ``batch_sampler``: every micro-batch
+        from step ``start`` (default: the next step) to the end of training."""
+        return RunBatchSampler(self.sampler(), self.step if start is None else start)
 
     def step_seeds(self, step: int | None = None) -> dict[str, int]:
         """Return the per-step seeds (``augment``, ``dropout``) of ``step`` (default: next)."""
@@ -170,13 +185,15 @@ class Recorder:
         )
 
     def on_step_end(
-        self, indices: torch.Tensor | Sequence[int], seeds: Mapping[str, int] | None = None
+        self,
+        indices: torch.Tensor | Sequence[int] | Sequence[Sequence[int]],
+        seeds: Mapping[str, int] | None = None,
     ) -> None:
-        """Record one finished optimizer step on batch ``indices`` with its ``seeds``."""
+        """Record one finished optimizer step on ``indices`` (its batch, or the list of
+        its micro-batches in the order it consumed them) with its ``seeds``."""
         self._raise_errors()
-        idx = indices.tolist() if isinstance(indices, torch.Tensor) else [int(i) for i in indices]
         used = dict(seeds) if seeds is not None else self.step_seeds()
-        self._segment.append(SegmentStep(self.step, tuple(idx), used))
+        self._segment.append(SegmentStep.of(self.step, as_micro_batches(indices), used))
         self.step += 1
         if self.step % self.k == 0:
             self._enqueue(final=False)
@@ -211,7 +228,7 @@ class Recorder:
             raise RecorderError(f"recorder failed: {self._errors[0]!r}") from self._errors[0]
 
     def _enqueue(self, final: bool, force: bool = True) -> None:
-        tensors, meta = capture_state(self.model, self.optimizer, self.scheduler, self.step)
+        tensors, meta = self.state.capture(self.step)
         segment = self._segment if self._index > 0 else None
         if not force:  # final model only; the last checkpoint is already queued
             tensors, segment = {}, None
@@ -303,7 +320,5 @@ class Recorder:
         if sha256(data) != last.checkpoint.sha256:
             raise ResumeError(f"checkpoint {last.index} does not match its manifest digest")
         tensors, meta = load_checkpoint_bytes(data, f"checkpoint {last.index}")
-        self.step = restore_state(
-            self.model, self.optimizer, self.scheduler, tensors, meta, "resume"
-        )
+        self.step = self.state.restore(tensors, meta, "resume")
         self._index = last.index + 1

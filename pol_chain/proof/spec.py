@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from pol_chain.format import InitRule, TaskSpec
-from pol_chain.proof.dataset import commit_dataset
-from pol_chain.proof.task import resolve_task, task_source_sha256
+from pol_chain.format import DatasetCommitment, InitRule, TaskSpec
+from pol_chain.proof.dataset import MerkleTree
+from pol_chain.proof.task import TaskBundle, resolve_task, task_source_sha256
 
-__all__ = ["TaskSpec", "environment_facts", "make_spec"]
+__all__ = ["TaskSpec", "commit_task_dataset", "environment_facts", "make_spec"]
 
 
 def environment_facts(device: str = "cpu", deterministic: bool = True) -> dict[str, Any]:
@@ -32,6 +32,14 @@ def environment_facts(device: str = "cpu", deterministic: bool = True) -> dict[s
     return facts
 
 
+def commit_task_dataset(bundle: TaskBundle) -> DatasetCommitment:
+    """The commitment to the samples a built task trains on."""
+    from pol_chain.proof.runner import leaf_of_sample
+
+    leaves = [leaf_of_sample(bundle.sample(i)) for i in range(bundle.size)]
+    return DatasetCommitment(root=MerkleTree(leaves).root, size=len(leaves))
+
+
 def make_spec(
     entry: str,
     config: Mapping[str, Any] | None = None,
@@ -46,7 +54,7 @@ def make_spec(
     defaults = getattr(sys.modules[fn.__module__], "DEFAULT_CONFIG", {})
     cfg = {**defaults, **dict(config or {})}
     bundle = fn(cfg, torch.device("cpu"))
-    commitment, _ = commit_dataset(bundle.train_x, bundle.train_y)
+    commitment = commit_task_dataset(bundle)
     return TaskSpec(
         entry=entry,
         source_sha256=task_source_sha256(entry),

@@ -5,6 +5,17 @@ TaskBundle``. It builds the model with torch's *global* generator (the engine se
 from the run seed's ``init`` sub-seed around the call), and everything else from the
 config. The engine drives the loop: data order, augmentation and dropout randomness
 come from the run seed, never from the task.
+
+**The step contract** (docs/proof.md "The step contract"). A task may give its own
+training step, ``step(bundle, inp: StepInput) -> loss``; training and replay both call
+it, so the code that trained is the code that replays. One call is one optimizer step:
+the step zeroes the gradients, runs forward and backward over every micro-batch of
+``inp.micro_batches`` (gradient accumulation), may clip, steps every optimizer and
+scheduler once. The engine seeds torch's global RNG from ``inp.seeds["dropout"]`` before
+the call; any other randomness must come from ``inp.generator(purpose)``. Everything the
+step changes must be in the bundle's ``model``, ``optimizers``, ``schedulers`` or
+``scaler``: that is the state captured at each checkpoint. A task that gives no step gets
+:func:`pol_chain.proof.engine.default_step` (cross-entropy style ``loss_fn(model(x), y)``).
 """
 
 from __future__ import annotations
@@ -13,8 +24,8 @@ import hashlib
 import importlib
 import inspect
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +34,9 @@ from pol_chain.format import TaskSpec, to_hex
 from pol_chain.proof.errors import SpecError
 
 __all__ = [
+    "SegmentReplayer",
+    "StepFn",
+    "StepInput",
     "TaskBundle",
     "TaskFn",
     "check_source",
@@ -32,18 +46,90 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class StepInput:
+    """What one optimizer step gets: its number, its micro-batches (collated, in order),
+    their sample indices, and the per-step seeds derived from the run seed."""
+
+    step: int
+    micro_batches: Sequence[Any]
+    indices: Sequence[Sequence[int]]
+    seeds: Mapping[str, int]
+
+    def generator(
+        self, purpose: str = "augment", device: str | torch.device = "cpu"
+    ) -> torch.Generator:
+        """A generator seeded with this step's ``purpose`` seed."""
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(self.seeds[purpose]))
+        return gen
+
+
 @dataclass
 class TaskBundle:
-    """Everything a run needs, built from a config by a task function."""
+    """Everything a run needs, built from a config by a task function.
+
+    ``optimizer``/``scheduler`` name the (first) optimizer and scheduler; ``optimizers``
+    and ``schedulers`` list all of them (filled from the first when left empty). The
+    data is ``dataset`` (map-style: ``dataset[i]`` is one sample, batched by ``collate``),
+    or, for tasks that keep their data in two tensors, ``train_x``/``train_y``.
+    """
 
     model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    train_x: torch.Tensor
-    train_y: torch.Tensor
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    train_x: torch.Tensor | None = None
+    train_y: torch.Tensor | None = None
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     evaluate: Callable[[torch.nn.Module], float] | None = None
+    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
+    schedulers: list[Any] = field(default_factory=list)
+    dataset: Any = None
+    collate: Callable[[list[Any]], Any] | None = None
+    step: StepFn | None = None
+    scaler: Any = None
+    replayer: SegmentReplayer | None = None
+
+    def __post_init__(self) -> None:
+        if not self.optimizers and self.optimizer is not None:
+            self.optimizers = [self.optimizer]
+        if self.optimizer is None and self.optimizers:
+            self.optimizer = self.optimizers[0]
+        if not self.schedulers and self.scheduler is not None:
+            self.schedulers = [self.scheduler]
+        if self.scheduler is None and self.schedulers:
+            self.scheduler = self.schedulers[0]
+
+    @property
+    def size(self) -> int:
+        """Number of training samples."""
+        if self.dataset is not None:
+            return len(self.dataset)
+        return 0 if self.train_x is None else len(self.train_x)
+
+    @property
+    def data(self) -> Any:
+        """The training data as a map-style dataset (a ``DataLoader`` can load it)."""
+        if self.dataset is not None:
+            return self.dataset
+        assert self.train_x is not None and self.train_y is not None
+        return torch.utils.data.TensorDataset(self.train_x, self.train_y)
+
+    def sample(self, index: int) -> Any:
+        """Training sample ``index`` (``(x, y)`` for tensor-pair tasks)."""
+        if self.dataset is not None:
+            return self.dataset[index]
+        assert self.train_x is not None and self.train_y is not None
+        return self.train_x[index], self.train_y[index]
+
+
+StepFn = Callable[[TaskBundle, StepInput], Any]
+"""A task's own training step (see the module docstring)."""
+
+SegmentReplayer = Callable[[TaskBundle, Mapping[str, torch.Tensor], Any, Sequence[Any]], Any]
+"""A framework-driven replay (Lightning, Hugging Face): ``(bundle, start tensors, start
+meta, steps) -> end tensors``, for tasks whose step is run by a framework's own loop."""
 
 
 TaskFn = Callable[[Mapping[str, Any], torch.device], TaskBundle]

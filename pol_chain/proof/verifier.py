@@ -30,22 +30,21 @@ from pol_chain.format import (
     Report,
     Segment,
     SegmentResult,
-    SegmentStep,
     TaskSpec,
     Thresholds,
     to_hex,
 )
 from pol_chain.proof.canonical import sha256
-from pol_chain.proof.dataset import MerkleTree, sample_leaf, verify_membership
-from pol_chain.proof.engine import StepSampler, model_tensors, replay_steps, step_seeds
+from pol_chain.proof.dataset import MerkleTree, verify_membership
+from pol_chain.proof.engine import StepSampler, model_tensors, step_seeds
 from pol_chain.proof.errors import ArtefactUnavailable, CannotVerify, IntegrityError, ProofError
-from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.manifest import ArtefactSource, DirectorySource
 from pol_chain.proof.policy import Policy, select_segments
 from pol_chain.proof.report import write_report
+from pol_chain.proof.runner import InProcessRunner, ReplayJob, TaskRunner
 from pol_chain.proof.serialization import digest_model, load_checkpoint_bytes
 from pol_chain.proof.spec import environment_facts
-from pol_chain.proof.task import TaskBundle, check_source, configure_determinism
+from pol_chain.proof.task import check_source, configure_determinism
 
 __all__ = ["compare_states", "verify", "verify_dir"]
 
@@ -239,7 +238,7 @@ def _check_leaves(ctx: _Ctx, committed: Sequence[bytes] | None, acc: bytes | Non
     ctx.found.ok("integrity")
 
 
-def _check_init(ctx: _Ctx, w0: State, bundle: TaskBundle) -> None:
+def _check_init(ctx: _Ctx, w0: State, runner: TaskRunner) -> None:
     model = model_tensors(w0)
     if any(not k.startswith("model.") for k in w0):
         ctx.found.fail("init", Reason.INIT_MISMATCH, "checkpoint 0 carries optimizer state")
@@ -253,7 +252,7 @@ def _check_init(ctx: _Ctx, w0: State, bundle: TaskBundle) -> None:
                 f"W0 hashes to {to_hex(got)}, parent is {to_hex(parent)}",
             )
     else:
-        expected = bundle.model.state_dict()
+        expected = runner.initial_model()
         same = set(expected) == set(model) and all(
             torch.equal(expected[k].cpu(), model[k]) for k in expected
         )
@@ -274,7 +273,7 @@ def _check_order(ctx: _Ctx, seg: Segment, sampler: StepSampler) -> None:
                 f"step {t} beyond the spec's {sampler.total_steps}",
             )
             return
-        if list(st.indices) != sampler.batch(t).tolist():
+        if [list(b) for b in st.batches] != sampler.micro_batches(t):
             ctx.found.fail(
                 "data_order",
                 Reason.DATA_ORDER,
@@ -292,27 +291,30 @@ def _check_order(ctx: _Ctx, seg: Segment, sampler: StepSampler) -> None:
 
 
 def _check_steps(ctx: _Ctx) -> None:
+    """Checkpoint i sits at step i·k; the last one anywhere after the one before it up to
+    i·k (a run may stop early and finalize there), never past the spec's last step."""
     spec, entries = ctx.spec, ctx.manifest.entries
+    last = len(entries) - 1
     for i, entry in enumerate(entries):
         want = min(i * spec.k, spec.total_steps)
-        last_at_end = i == len(entries) - 1 and entry.step == spec.total_steps
-        if entry.step != want and not last_at_end:
+        ok = entry.step == want
+        if i == last and i > 0:
+            ok = (i - 1) * spec.k < entry.step <= want
+        if not ok:
             ctx.found.fail(
                 "integrity",
                 Reason.STEP_MISMATCH,
                 f"checkpoint {i} at step {entry.step}, spec says {want}",
             )
-    if ctx.manifest.final is not None and entries[-1].step != spec.total_steps:
-        ctx.found.fail("integrity", Reason.STEP_MISMATCH, "finalized before the spec's last step")
 
 
-def _update_sizes(ctx: _Ctx, bundle: TaskBundle) -> tuple[list[float], State | None]:
+def _update_sizes(ctx: _Ctx, runner: TaskRunner) -> tuple[list[float], State | None]:
     """Parse every checkpoint (init rule on W0); return each segment's model update size
     (for top-Q) and the last checkpoint's state."""
     sizes: list[float] = []
     prev = ctx.checkpoint(0)
     if prev is not None:
-        _check_init(ctx, prev[0], bundle)
+        _check_init(ctx, prev[0], runner)
     last = prev[0] if prev else None
     for i in range(1, len(ctx.manifest.entries)):
         cur = ctx.checkpoint(i)
@@ -353,8 +355,7 @@ def _check_membership(
     ctx: _Ctx,
     chosen: dict[int, list[str]],
     segments: dict[int, Segment],
-    xs: torch.Tensor,
-    ys: torch.Tensor,
+    leaves: Sequence[bytes],
     proofs: Callable[[int], Sequence[bytes]],
 ) -> None:
     root, size = ctx.spec.dataset.root, ctx.spec.dataset.size
@@ -364,8 +365,8 @@ def _check_membership(
         for st in seg.steps if seg is not None else ():
             for j in st.indices:
                 if j not in opened:
-                    opened[j] = 0 <= j < len(xs) and verify_membership(
-                        sample_leaf(xs[j], ys[j]), j, size, proofs(j), root
+                    opened[j] = 0 <= j < len(leaves) and verify_membership(
+                        leaves[j], j, size, proofs(j), root
                     )
                 if not opened[j]:
                     ctx.found.fail(
@@ -396,6 +397,7 @@ def verify(
     deterministic: bool = True,
     threads: int | None = None,
     out_dir: Path | str | None = None,
+    runner: TaskRunner | None = None,
 ) -> Report:
     """Verify a proof and return its :class:`~pol_chain.format.Report` (also written to
     ``out_dir``).
@@ -405,9 +407,10 @@ def verify(
     cannot run the task, or lacks the parent model) and :class:`ArtefactUnavailable` (the
     source lacks an artefact; the caller applies the availability deadline).
 
+    ``runner`` runs the task's code (default: :class:`InProcessRunner`, this process).
     ``dataset`` is the data the replay uses (default: the dataset the spec's task builds);
     every index of a replayed segment must open to the spec's committed root, with paths
-    from ``dataset_proofs(index)`` (default: the Merkle tree of ``dataset`` itself).
+    from ``dataset_proofs(index)`` (default: the Merkle tree of the runner's leaves).
     """
     policy = policy or Policy()
     env = configure_determinism(deterministic, threads)
@@ -447,13 +450,15 @@ def verify(
         spec_found.fail("spec", Reason.SPEC_INVALID, str(exc))
         spec_found.details["spec"] = [str(exc)]
         return finish(spec_found)
-    try:
-        check_source(spec)
-    except (ProofError, FormatError) as exc:
-        raise CannotVerify(
-            f"cannot run the task of this proof here: {exc}",
-            hint="install the trainer's task module (same source) on this machine",
-        ) from None
+    if runner is None:
+        try:
+            check_source(spec)
+            runner = InProcessRunner(spec, run_seed, device, parent_model, dataset)
+        except (ProofError, FormatError) as exc:
+            raise CannotVerify(
+                f"cannot run the task of this proof here: {exc}",
+                hint="install the trainer's task module (same source) on this machine",
+            ) from None
     ctx = _Ctx(spec, manifest, source, bytes(run_id), bytes(run_seed))
     base["spec_sha256"] = spec.digest
     entries = manifest.entries
@@ -463,14 +468,10 @@ def verify(
         return finish(ctx.found)
     _check_steps(ctx)
     finalized = manifest.final is not None
-    try:
-        bundle = build_bundle(spec, run_seed, device, parent_model)
-    except (ProofError, FormatError) as exc:
-        raise CannotVerify(f"cannot build the task of this proof here: {exc}") from None
     n = len(entries) - 1
-    update_sizes, last_state = _update_sizes(ctx, bundle)
+    update_sizes, last_state = _update_sizes(ctx, runner)
     final_digest = _check_model(ctx, last_state, model_digest)
-    sampler = StepSampler(run_seed, spec.dataset.size, spec.batch_size, spec.epochs)
+    sampler = StepSampler.of(spec, run_seed)
     segments: dict[int, Segment] = {}
     for i in range(1, n + 1):
         seg = ctx.segment(i)
@@ -482,13 +483,11 @@ def verify(
         max(0, entries[i].step - 1) // max(1, spec.steps_per_epoch) for i in range(1, n + 1)
     ]
     chosen = select_segments(policy, challenge_seed, seg_steps, seg_epochs, update_sizes)
-    xs, ys = dataset if dataset is not None else (bundle.train_x, bundle.train_y)
+    leaves = runner.sample_leaves()
     if dataset_proofs is None:
-        dataset_proofs = MerkleTree([sample_leaf(xs[i], ys[i]) for i in range(len(xs))]).proof
-    _check_membership(ctx, chosen, segments, xs, ys, dataset_proofs)
-    if dataset is not None:
-        bundle.train_x, bundle.train_y = xs.to(bundle.train_x.device), ys.to(bundle.train_y.device)
-    results = [_replay(ctx, bundle, i, why, segments.get(i), policy) for i, why in chosen.items()]
+        dataset_proofs = MerkleTree(leaves).proof
+    _check_membership(ctx, chosen, segments, leaves, dataset_proofs)
+    results = _replay_all(ctx, runner, chosen, segments, policy)
     return finish(
         ctx.found,
         results,
@@ -498,54 +497,80 @@ def verify(
     )
 
 
-def _replay(
+def _replay_all(
     ctx: _Ctx,
-    bundle: TaskBundle,
+    runner: TaskRunner,
+    chosen: dict[int, list[str]],
+    segments: dict[int, Segment],
+    policy: Policy,
+) -> list[SegmentResult]:
+    """Replay every chosen segment (one batch for the runner) and judge each."""
+    starts: dict[int, tuple[State, CheckpointMeta]] = {}
+    ends: dict[int, State] = {}
+    jobs = []
+    for i in chosen:
+        start, end, seg = ctx.checkpoint(i - 1), ctx.checkpoint(i), segments.get(i)
+        if start is not None and end is not None and seg is not None:
+            starts[i], ends[i] = start, end[0]
+            jobs.append(ReplayJob(i, start[0], start[1], seg.steps))
+    replayed = runner.replay(jobs) if jobs else {}
+    results = []
+    for i, why in chosen.items():
+        outcome = replayed.get(i)
+        if outcome is None or outcome.state is None:
+            error = outcome.error if outcome is not None else None
+            reason = error.reason if error is not None else Reason.MALFORMED_ARTEFACT
+            results.append(_segment_result(ctx, i, why, [reason]))
+        else:
+            results.append(_judge(ctx, i, why, outcome.state, ends[i], starts[i][0], policy))
+    return results
+
+
+def _segment_result(
+    ctx: _Ctx,
     index: int,
-    why: list[str],
-    seg: Segment | None,
+    why: Sequence[str],
+    reasons: list[Reason],
+    metrics: Metrics | None = None,
+    bitwise: bool = False,
+) -> SegmentResult:
+    ctx.found.reasons.update(reasons)
+    entries = ctx.manifest.entries
+    return SegmentResult(
+        index=index,
+        start_step=entries[index - 1].step,
+        end_step=entries[index].step,
+        selected_by=tuple(why),
+        metrics=metrics,
+        bitwise_identical=bitwise,
+        passed=not reasons,
+        reasons=tuple(reasons),
+    )
+
+
+def _judge(
+    ctx: _Ctx,
+    index: int,
+    why: Sequence[str],
+    replayed: State,
+    claimed: State,
+    start: State,
     policy: Policy,
 ) -> SegmentResult:
-    entries = ctx.manifest.entries
-    start_step, end_step = entries[index - 1].step, entries[index].step
-
-    def result(
-        reasons: list[Reason], metrics: Metrics | None = None, bitwise: bool = False
-    ) -> SegmentResult:
-        ctx.found.reasons.update(reasons)
-        return SegmentResult(
-            index=index,
-            start_step=start_step,
-            end_step=end_step,
-            selected_by=tuple(why),
-            metrics=metrics,
-            bitwise_identical=bitwise,
-            passed=not reasons,
-            reasons=tuple(reasons),
-        )
-
-    start, end = ctx.checkpoint(index - 1), ctx.checkpoint(index)
-    if seg is None or start is None or end is None:
-        return result([Reason.MALFORMED_ARTEFACT])
-    steps: Sequence[SegmentStep] = seg.steps
-    try:
-        replayed, _ = replay_steps(bundle, start[0], start[1], steps, f"segment {index}")
-    except FormatError as exc:
-        return result([exc.reason])
-    claimed = end[0]
+    """Accept a replayed state within ρ and c of the claimed one (over the full state)."""
     if set(replayed) != set(claimed) or any(
         replayed[k].shape != claimed[k].shape or replayed[k].dtype != claimed[k].dtype
         for k in replayed
     ):
-        return result([Reason.STATE_STRUCTURE])
-    cmp = compare_states(replayed, claimed, start[0])
+        return _segment_result(ctx, index, why, [Reason.STATE_STRUCTURE])
+    cmp = compare_states(replayed, claimed, start)
     m = cmp.metrics
     fail: list[Reason] = []
     if m.normalized_error is None or m.normalized_error > policy.rho or not cmp.exact_fields_equal:
         fail.append(Reason.REPLAY_DISTANCE)
     if not cmp.bitwise_identical and (m.direction_cosine is None or m.direction_cosine < policy.c):
         fail.append(Reason.DIRECTION)
-    return result(fail, m, cmp.bitwise_identical)
+    return _segment_result(ctx, index, why, fail, m, cmp.bitwise_identical)
 
 
 def verify_dir(

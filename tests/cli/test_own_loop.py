@@ -17,7 +17,7 @@ def test_register_record_commit_follow_finalize_verify(cli: Cli) -> None:
     assert reg["run_seed"].startswith("0x") and len(reg["run_seed"]) == 66
     follower = cli.popen("commit", "proof", "--follow", "--json")
     subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "example_own_loop.py"), "proof"],
+        [sys.executable, str(ROOT / "examples" / "own_loop.py"), "proof"],
         cwd=cli.workdir,
         env=cli.env,
         check=True,

@@ -1,0 +1,122 @@
+"""Running a proof's task code for its verifier: W0, the dataset's leaves, replays.
+
+The verifier checks everything itself (digests, leaves, data order, membership, the
+distances between states) and asks a :class:`TaskRunner` only for what needs the task's
+code: the initial model the run seed gives, the leaves of the samples the task trains on,
+and the states its step reaches from a checkpoint over a segment. :class:`InProcessRunner`
+runs the code in this process (for one's own proofs, calibration and tests);
+:class:`pol_chain.sandbox.SandboxRunner` runs a proof's code bundle in a sandbox, which
+is what an agent does with anyone else's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from pol_chain.format import CheckpointMeta, FormatError, SegmentStep, TaskSpec
+from pol_chain.proof.dataset import sample_leaf
+from pol_chain.proof.engine import replay_steps
+from pol_chain.proof.loop import build_bundle
+from pol_chain.proof.task import TaskBundle
+
+__all__ = ["InProcessRunner", "ReplayJob", "ReplayResult", "TaskRunner", "leaf_of_sample"]
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ReplayJob:
+    """Replay segment ``index``: ``steps`` from the checkpoint ``(start, meta)``."""
+
+    index: int
+    start: Mapping[str, torch.Tensor]
+    meta: CheckpointMeta
+    steps: Sequence[SegmentStep]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """The state a replay reached, or the format error the proof's data caused."""
+
+    state: State | None = None
+    error: FormatError | None = None
+
+
+@runtime_checkable
+class TaskRunner(Protocol):
+    """What a verifier needs of a proof's task code."""
+
+    def initial_model(self) -> State:
+        """The model's tensors right after the task is built from the run seed (W0)."""
+        ...
+
+    def dataset_size(self) -> int:
+        """How many samples the task trains on."""
+        ...
+
+    def sample_leaves(self) -> list[bytes]:
+        """The leaf of every training sample, in index order."""
+        ...
+
+    def replay(self, jobs: Sequence[ReplayJob]) -> dict[int, ReplayResult]:
+        """Replay every job; ``{segment index: result}``."""
+        ...
+
+
+def leaf_of_sample(sample: Any) -> bytes:
+    """The dataset leaf of one sample as a task's dataset returns it (an ``(x, y)``
+    pair)."""
+    if isinstance(sample, tuple | list) and len(sample) == 2:
+        x, y = sample
+        return sample_leaf(torch.as_tensor(x), torch.as_tensor(y))
+    raise FormatError("dataset", f"cannot commit a sample of type {type(sample).__name__}")
+
+
+class InProcessRunner:
+    """Runs the spec's task in this process (trusted code: one's own, or installed)."""
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        run_seed: bytes,
+        device: str = "cpu",
+        parent_model: bytes | None = None,
+        dataset: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        self.bundle: TaskBundle = build_bundle(spec, run_seed, device, parent_model)
+        self._w0 = {k: v.detach().clone() for k, v in self.bundle.model.state_dict().items()}
+        if dataset is not None:  # replay on other data (what a forger claims it used)
+            assert self.bundle.train_x is not None and self.bundle.train_y is not None
+            xs, ys = dataset
+            self.bundle.train_x = xs.to(self.bundle.train_x.device)
+            self.bundle.train_y = ys.to(self.bundle.train_y.device)
+
+    def initial_model(self) -> State:
+        """W0 of the task built from the run seed."""
+        return dict(self._w0)
+
+    def dataset_size(self) -> int:
+        """Samples of the task's dataset."""
+        return self.bundle.size
+
+    def sample_leaves(self) -> list[bytes]:
+        """Leaves of the task's samples."""
+        return [leaf_of_sample(self.bundle.sample(i)) for i in range(self.bundle.size)]
+
+    def replay(self, jobs: Sequence[ReplayJob]) -> dict[int, ReplayResult]:
+        """Replay each job with the task's own step."""
+        out: dict[int, ReplayResult] = {}
+        for job in jobs:
+            try:
+                state, _ = replay_steps(
+                    self.bundle, job.start, job.meta, job.steps, f"segment {job.index}"
+                )
+            except FormatError as exc:
+                out[job.index] = ReplayResult(error=exc)
+                continue
+            out[job.index] = ReplayResult(state=state)
+        return out

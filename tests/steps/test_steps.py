@@ -1,0 +1,155 @@
+"""The trainer's own step is the replayed step: clipping, AdamW parameter groups,
+gradient accumulation with dropout and BatchNorm, bf16 autocast, a DataLoader with
+worker processes and early stopping all replay bitwise, and a tampered segment of each is
+rejected."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pol_chain.attacks.tamper import recommit_manifest
+from pol_chain.proof import make_spec, train
+from pol_chain.proof.policy import Policy
+from pol_chain.proof.verifier import verify_dir
+
+from .step_tasks import CLIP_STATS
+
+ENTRY = "steps.step_tasks:build"
+RUN_ID = bytes.fromhex("5a" * 32)
+RUN_SEED = bytes.fromhex("a5" * 32)
+FULL = Policy(full_below=10**6, max_replay_fraction=1.0)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "clip": {"variant": "clip"},
+    "adamw-two-groups": {"variant": "adamw"},
+    "accumulate-2": {"variant": "accum", "grad_accumulation": 2},
+    "accumulate-4": {"variant": "accum", "grad_accumulation": 4},
+    "bf16-autocast": {"variant": "bf16"},
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    root = tmp_path_factory.mktemp("steps")
+    out = {}
+    CLIP_STATS.update(steps=0, clipped=0)
+    for name, config in VARIANTS.items():
+        spec = make_spec(ENTRY, config)
+        train(spec, root / name, RUN_ID, RUN_SEED)
+        out[name] = root / name
+    yield out
+
+
+def _verify(proof: Path) -> Any:
+    return verify_dir(
+        proof, run_id=RUN_ID, run_seed=RUN_SEED, challenge_seed=b"\x01" * 32, policy=FULL
+    )
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_honest_run_replays_bitwise(name: str, runs: dict[str, Path]) -> None:
+    report = _verify(runs[name])
+    assert report.passed, report.checks
+    assert report.bitwise_identical
+    assert all(s.metrics is not None and s.metrics.normalized_error == 0.0 for s in report.segments)
+
+
+def test_clipping_fired_on_most_steps(runs: dict[str, Path]) -> None:
+    assert CLIP_STATS["steps"] > 0
+    assert CLIP_STATS["clipped"] / CLIP_STATS["steps"] > 0.8, CLIP_STATS
+
+
+def test_accumulation_is_recorded_per_micro_batch(runs: dict[str, Path]) -> None:
+    seg = json.loads((runs["accumulate-4"] / "segments" / "000001.json").read_bytes())
+    assert seg["format"] == "polchain-segment-v2"
+    assert [len(b) for b in seg["steps"][0]["batches"]] == [8, 8, 8, 8]
+    plain = json.loads((runs["clip"] / "segments" / "000001.json").read_bytes())
+    assert plain["format"] == "polchain-segment-v1"  # one micro-batch: the v1 bytes
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_tampered_segment_is_rejected(name: str, runs: dict[str, Path], tmp_path: Path) -> None:
+    proof = tmp_path / name
+    shutil.copytree(runs[name], proof)
+    path = proof / "segments" / "000002.json"
+    seg = json.loads(path.read_bytes())
+    step = seg["steps"][3]
+    key = "batches" if "batches" in step else "indices"
+    if key == "batches":  # swap two micro-batches: same samples, another order
+        step["batches"][0], step["batches"][1] = step["batches"][1], step["batches"][0]
+    else:
+        step["indices"][0] = (step["indices"][0] + 1) % 1438
+    path.write_bytes(json.dumps(seg, sort_keys=True, separators=(",", ":")).encode())
+    recommit_manifest(proof)
+    report = _verify(proof)
+    assert not report.passed
+    assert "data_order" in report.reasons
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_forged_checkpoint_is_rejected(name: str, runs: dict[str, Path], tmp_path: Path) -> None:
+    """A checkpoint moved by one segment's worth of update fails the replay into it."""
+    from pol_chain.attacks import tamper_checkpoint
+
+    proof = tmp_path / name
+    shutil.copytree(runs[name], proof)
+    tamper_checkpoint(proof, 2, scale=0.5, recommit=True)
+    report = _verify(proof)
+    assert not report.passed
+    assert 2 in report.failed_segments()
+    assert "replay_distance" in report.reasons
+
+
+def test_dataloader_workers_and_early_stopping_replay(tmp_path: Path) -> None:
+    """The README's own loop: a DataLoader with 2 workers over the run's batch sampler,
+    accumulation over 2 micro-batches, stopped early after 17 steps and finalized."""
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "examples"))
+    try:
+        import own_loop
+    finally:
+        sys.path.pop(0)
+    from pol_chain.format import RunBinding
+
+    spec = make_spec(ENTRY, {"variant": "accum", "grad_accumulation": 2})
+    proof = tmp_path / "proof"
+    proof.mkdir()
+    (proof / "spec.json").write_bytes(spec.to_bytes())
+    binding = RunBinding(
+        31337,
+        "0x" + "11" * 20,
+        "0x" + RUN_ID.hex(),
+        "0x" + "22" * 20,
+        "0x" + spec.digest.hex(),
+        "-",
+    )
+    binding.write(proof)
+    seed = binding.run_seed
+    own_loop.main(proof, workers=2, stop_after=17)
+    manifest = json.loads((proof / "manifest.json").read_bytes())
+    assert manifest["final"]["step"] == 17 and [e["step"] for e in manifest["entries"]] == [
+        0,
+        11,
+        17,
+    ]
+    report = verify_dir(
+        proof, run_id=RUN_ID, run_seed=seed, challenge_seed=b"\x02" * 32, policy=FULL
+    )
+    assert report.passed and report.bitwise_identical, report.checks
+
+
+def test_early_stopping_with_the_ready_loop(tmp_path: Path) -> None:
+    spec = make_spec(ENTRY, {"variant": "adamw"})
+    result = train(
+        spec, tmp_path / "p", RUN_ID, RUN_SEED, should_stop=lambda steps, _b: steps == 20
+    )
+    assert result.steps == 20
+    report = _verify(tmp_path / "p")
+    assert report.passed and report.finalized and report.last_index == 2
