@@ -604,6 +604,11 @@ class LedgerClient(LedgerReader):
         fn = self.contract.functions.setChallengeBond(bond_wei)
         return self._send(fn, lambda _r, i: i).wait()
 
+    def set_max_open_unbonded(self, limit: int) -> TxInfo:
+        """Set the most open unbonded challenges per challenger (admin)."""
+        fn = self.contract.functions.setMaxOpenUnbondedChallenges(limit)
+        return self._send(fn, lambda _r, i: i).wait()
+
     def grant_verifier(self, verifier: str) -> TxInfo:
         """Grant the verifier role (admin)."""
         fn = self.contract.functions.grantRole(VERIFIER_ROLE, to_checksum_address(verifier))

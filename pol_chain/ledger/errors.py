@@ -34,6 +34,7 @@ __all__ = [
     "InsufficientFunds",
     "InvalidQuorum",
     "InvalidSignature",
+    "InvalidUnbondedLimit",
     "KeystoreError",
     "NotTrainer",
     "NothingCommitted",
@@ -45,6 +46,7 @@ __all__ = [
     "SeedExpired",
     "SeedNotReady",
     "SignerNotVerifier",
+    "TooManyOpenChallenges",
     "TransactionFailed",
     "UnknownChallenge",
     "UnknownRun",
@@ -316,6 +318,20 @@ class SignerNotVerifier(ContractRevert):
 @_revert("ProofLedgerInvalidQuorum", "invalid quorum {quorum} (must be 1..65535)")
 class InvalidQuorum(ContractRevert):
     """Quorum out of range."""
+
+
+@_revert(
+    "ProofLedgerTooManyOpenChallenges",
+    "{challenger} already has {open} open challenges without a bond (at most {limit}); "
+    "wait for one to resolve, or ask the admin for a higher limit",
+)
+class TooManyOpenChallenges(ContractRevert):
+    """The per-challenger limit on open unbonded challenges is reached."""
+
+
+@_revert("ProofLedgerInvalidUnbondedLimit", "invalid limit {limit} (must be 1..4294967295)")
+class InvalidUnbondedLimit(ContractRevert):
+    """The limit on open unbonded challenges must be at least one."""
 
 
 @_revert("ProofLedgerBondTooLarge", "bond {bond} wei does not fit in 128 bits")

@@ -499,6 +499,16 @@ class LedgerReader:
         (b,) = self.call("challengeBond")
         return int(b)
 
+    def max_open_unbonded(self) -> int:
+        """The most open unbonded challenges one challenger may hold at a time."""
+        (n,) = self.call("maxOpenUnbondedChallenges")
+        return int(n)
+
+    def open_unbonded(self, challenger: str) -> int:
+        """The open challenges ``challenger`` opened without a bond."""
+        (n,) = self.call("openUnbondedChallenges", checksum_address(challenger))
+        return int(n)
+
     def pending_withdrawal(self, payee: str) -> int:
         """Wei withdrawable by ``payee``."""
         (p,) = self.call("pendingWithdrawal", checksum_address(payee))
