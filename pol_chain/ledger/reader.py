@@ -231,7 +231,13 @@ class LedgerReader:
         log_range: int | None = None,
     ) -> None:
         self.url = rpc_url
-        self.address: str = checksum_address(address)
+        try:
+            self.address: str = checksum_address(address)
+        except ValueError:
+            raise PolchainLedgerError(
+                f"{address!r} is not a contract address (0x and 40 hex digits)",
+                hint="pass the ProofLedger address printed by `polchain deploy`",
+            ) from None
         self.deploy_block = deploy_block
         self.log_range = log_range
         self.abi = abi()
