@@ -258,7 +258,8 @@ class EmbeddedChain:
                 if not self.is_ours():
                     raise AnvilPortTaken(self.url, self.port, str(self.state_file))
                 self.reused = True
-                self._refresh_good_copy()
+                with contextlib.suppress(OSError):  # best effort: never fails a command
+                    self._refresh_good_copy()
                 return self.url
             binary = find_anvil()
             durable = self._check_state()
@@ -278,7 +279,10 @@ class EmbeddedChain:
             return spare[1]
         loaded = _load_state(state)
         if loaded is not None:
-            _atomic_write(good, loaded[0])
+            try:
+                _atomic_write(good, loaded[0])
+            except OSError as exc:  # e.g. a full disk: start anyway, without a fresh copy
+                _log.warning("could not refresh %s: %s", good, exc)
             return loaded[1]
         why = "empty" if state.stat().st_size == 0 else "truncated or not JSON"
         spare = _load_state(good)
