@@ -58,6 +58,9 @@ def measure(hardfork: str | None = None) -> dict[str, object]:
             att = ledger.with_account(dev_account(1)).attest(
                 opened.challenge_id, True, _digest("report"), MANIFEST_CID
             )
+            # the same challenger again, its first challenge resolved: the steady state of
+            # the per-challenger count of open unbonded challenges (no zero -> non-zero write)
+            again = ledger.open_challenge(run)
             hardfork = w3.provider.make_request("anvil_nodeInfo", [])  # type: ignore[arg-type]
             return {
                 "commit_gas_per_checkpoint": per_checkpoint,
@@ -66,6 +69,7 @@ def measure(hardfork: str | None = None) -> dict[str, object]:
                 "finalize": fin.tx.gas_used,
                 "open_challenge": opened.tx.gas_used,
                 "attest": att.tx.gas_used,
+                "open_challenge_again": again.tx.gas_used,
                 "hardfork": hardfork.get("result", {}).get("hardFork"),
             }
         finally:
@@ -83,6 +87,7 @@ def main() -> None:
         + json.dumps(
             {
                 "hardfork": latest["hardfork"],
+                "open_challenge_again": latest["open_challenge_again"],
                 "first_commit_gas_per_checkpoint": latest["first_commit_gas_per_checkpoint"],
                 "cancun_commit_gas_per_checkpoint": cancun["commit_gas_per_checkpoint"],
             }

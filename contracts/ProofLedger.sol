@@ -21,7 +21,9 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
  * Per run the contract stores O(1) words; every leaf is emitted in {CheckpointsCommitted},
  * so the full history is rebuildable from logs. A challenge may only be opened against a
  * finalized run, so its randomness (a block hash mined after the opening) is drawn after
- * every checkpoint is committed.
+ * every checkpoint is committed. A challenger may hold at most
+ * {maxOpenUnbondedChallenges} open challenges opened without a bond, so a free challenge
+ * cannot be spammed at the verifiers.
  */
 contract ProofLedger is AccessControl, EIP712 {
     // ------------------------------------------------------------------ types
@@ -112,9 +114,20 @@ contract ProofLedger is AccessControl, EIP712 {
     mapping(bytes32 runId => uint256[] challengeIds) private _runChallenges;
     mapping(uint256 challengeId => mapping(address verifier => bool)) private _voted;
     mapping(address payee => uint256) private _pending;
+    /// @dev Open unbonded challenges of each challenger, stored plus one once the account
+    /// has challenged, so the slot never goes back to zero (a zero -> non-zero write costs
+    /// 20,000 gas more; OpenZeppelin's ReentrancyGuard uses the same trick).
+    mapping(address challenger => uint256) private _openUnbondedPlusOne;
     uint256 private _challengeCount;
-    uint256 private _quorum = 1;
-    uint256 private _challengeBond;
+
+    /// @dev Settings read together by {openChallenge}: one storage slot.
+    struct Config {
+        uint128 challengeBond;
+        uint16 quorum;
+        uint32 maxOpenUnbonded;
+    }
+
+    Config private _config = Config({challengeBond: 0, quorum: 1, maxOpenUnbonded: 8});
 
     // -------------------------------------------------------------- constants
 
@@ -213,6 +226,9 @@ contract ProofLedger is AccessControl, EIP712 {
     /// @notice The bond for challenges opened from now on changed.
     event ChallengeBondSet(uint256 oldBond, uint256 newBond);
 
+    /// @notice The most open unbonded challenges one challenger may hold changed.
+    event MaxOpenUnbondedChallengesSet(uint256 oldLimit, uint256 newLimit);
+
     // ----------------------------------------------------------------- errors
 
     error ProofLedgerUnknownRun(bytes32 runId);
@@ -234,6 +250,8 @@ contract ProofLedger is AccessControl, EIP712 {
     error ProofLedgerSignerNotVerifier(address signer);
     error ProofLedgerInvalidQuorum(uint256 quorum);
     error ProofLedgerBondTooLarge(uint256 bond);
+    error ProofLedgerTooManyOpenChallenges(address challenger, uint256 open, uint256 limit);
+    error ProofLedgerInvalidUnbondedLimit(uint256 limit);
     error ProofLedgerNothingToWithdraw(address payee);
     error ProofLedgerWithdrawFailed(address payee, uint256 amount);
 
@@ -336,7 +354,9 @@ contract ProofLedger is AccessControl, EIP712 {
      * Requirements:
      *
      * - the run is `Finalized` or `Verified` (a refuted run stays refuted);
-     * - `msg.value` equals {challengeBond}.
+     * - `msg.value` equals {challengeBond};
+     * - without a bond, the caller holds fewer than {maxOpenUnbondedChallenges} open
+     *   unbonded challenges (the count drops when one resolves).
      *
      * Emits a {ChallengeOpened} event.
      */
@@ -346,7 +366,16 @@ contract ProofLedger is AccessControl, EIP712 {
         if (status != RunStatus.Finalized && status != RunStatus.Verified) {
             revert ProofLedgerRunNotChallengeable(runId, status);
         }
-        if (msg.value != _challengeBond) revert ProofLedgerWrongBond(_challengeBond, msg.value);
+        Config memory cfg = _config;
+        if (msg.value != cfg.challengeBond) revert ProofLedgerWrongBond(cfg.challengeBond, msg.value);
+        if (msg.value == 0) {
+            uint256 stored = _openUnbondedPlusOne[msg.sender];
+            uint256 open = stored == 0 ? 0 : stored - 1;
+            if (open >= cfg.maxOpenUnbonded) {
+                revert ProofLedgerTooManyOpenChallenges(msg.sender, open, cfg.maxOpenUnbonded);
+            }
+            _openUnbondedPlusOne[msg.sender] = open + 2;
+        }
 
         challengeId = ++_challengeCount;
         uint256 revealBlock = block.number + 1;
@@ -354,12 +383,12 @@ contract ProofLedger is AccessControl, EIP712 {
         c.runId = runId;
         c.challenger = msg.sender;
         c.openedAtBlock = uint64(block.number);
-        c.quorum = uint16(_quorum);
+        c.quorum = cfg.quorum;
         c.status = ChallengeStatus.Open;
         c.bond = uint128(msg.value);
         c.revealBlock = uint64(revealBlock);
         _runChallenges[runId].push(challengeId);
-        emit ChallengeOpened(challengeId, runId, msg.sender, msg.value, revealBlock, _quorum);
+        emit ChallengeOpened(challengeId, runId, msg.sender, msg.value, revealBlock, cfg.quorum);
     }
 
     /**
@@ -455,8 +484,8 @@ contract ProofLedger is AccessControl, EIP712 {
      */
     function setQuorum(uint256 newQuorum) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (newQuorum == 0 || newQuorum > type(uint16).max) revert ProofLedgerInvalidQuorum(newQuorum);
-        uint256 old = _quorum;
-        _quorum = newQuorum;
+        uint256 old = _config.quorum;
+        _config.quorum = uint16(newQuorum);
         emit QuorumSet(old, newQuorum);
     }
 
@@ -469,9 +498,24 @@ contract ProofLedger is AccessControl, EIP712 {
      */
     function setChallengeBond(uint256 newBond) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (newBond > type(uint128).max) revert ProofLedgerBondTooLarge(newBond);
-        uint256 old = _challengeBond;
-        _challengeBond = newBond;
+        uint256 old = _config.challengeBond;
+        _config.challengeBond = uint128(newBond);
         emit ChallengeBondSet(old, newBond);
+    }
+
+    /**
+     * @notice Set the most open challenges without a bond one challenger may hold at a
+     * time (a spam limit for chains whose bond is zero).
+     *
+     * Requirements: caller has `DEFAULT_ADMIN_ROLE`; `1 <= newLimit <= 2**32 - 1`.
+     *
+     * Emits a {MaxOpenUnbondedChallengesSet} event.
+     */
+    function setMaxOpenUnbondedChallenges(uint256 newLimit) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (newLimit == 0 || newLimit > type(uint32).max) revert ProofLedgerInvalidUnbondedLimit(newLimit);
+        uint256 old = _config.maxOpenUnbonded;
+        _config.maxOpenUnbonded = uint32(newLimit);
+        emit MaxOpenUnbondedChallengesSet(old, newLimit);
     }
 
     // ----------------------------------------------------------------- views
@@ -576,12 +620,23 @@ contract ProofLedger is AccessControl, EIP712 {
 
     /// @notice Quorum applied to challenges opened from now on.
     function quorum() external view returns (uint256) {
-        return _quorum;
+        return _config.quorum;
     }
 
     /// @notice Bond (wei) required to open a challenge.
     function challengeBond() external view returns (uint256) {
-        return _challengeBond;
+        return _config.challengeBond;
+    }
+
+    /// @notice The most open unbonded challenges one challenger may hold at a time.
+    function maxOpenUnbondedChallenges() external view returns (uint256) {
+        return _config.maxOpenUnbonded;
+    }
+
+    /// @notice The open challenges `challenger` opened without a bond.
+    function openUnbondedChallenges(address challenger) external view returns (uint256) {
+        uint256 stored = _openUnbondedPlusOne[challenger];
+        return stored == 0 ? 0 : stored - 1;
     }
 
     /// @notice Wei withdrawable by `payee`.
@@ -710,6 +765,8 @@ contract ProofLedger is AccessControl, EIP712 {
             address payee = passed ? run.trainer : c.challenger;
             _pending[payee] += bond;
             emit BondCredited(payee, challengeId, bond);
+        } else {
+            _openUnbondedPlusOne[c.challenger] -= 1; // counted (>= 2) when it was opened
         }
     }
 }

@@ -8,6 +8,7 @@ and the CLI's flags override both.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -20,7 +21,13 @@ __all__ = ["ConfigError", "Settings", "load_settings", "CONFIG_TEMPLATE"]
 
 
 class ConfigError(PolchainError, ValueError):
-    """The configuration file or an override is invalid (one line, exit 1)."""
+    """The configuration file or an override is invalid (one line and a hint, never an
+    internal error)."""
+
+    hint = "fix the setting in config.toml, its POLCHAIN_* variable or the flag"
+
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,16 @@ def _coerce(name: str, raw: Any) -> Any:
             return float(raw)
         if kind == "Path":
             return Path(str(raw)).expanduser().resolve()
-        return str(raw)
+        text = str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name!r}: cannot read {raw!r} as {kind}") from exc
+    if name == "contract_address" and text.strip() and not _ADDRESS.fullmatch(text.strip()):
+        raise ConfigError(
+            f"setting 'contract_address': {text!r} is not an address (0x and 40 hex digits)",
+            hint="pass the ProofLedger address printed by `polchain deploy` "
+            "(--contract, POLCHAIN_CONTRACT_ADDRESS or contract_address in config.toml)",
+        )
+    return text.strip() if name == "contract_address" else text
 
 
 def load_settings(home: Path | None = None, **overrides: Any) -> Settings:

@@ -59,13 +59,25 @@ def chain_up(json_out: JsonOpt = False) -> None:
         )
     chain = _chain(settings)
     url = chain.start()
-    result = {"url": url, "reused": chain.reused, "state": str(chain.state_file)}
+    report = chain.reconciled
+    result = {
+        "url": url,
+        "reused": chain.reused,
+        "state": str(chain.state_file),
+        "restored_good_copy": chain.restored_from is not None,
+        "resent": len(report.resent) if report else 0,
+        "lost": [e.tx_hash for e in report.lost] if report else [],
+    }
     if json_out:
         emit_json(result)
     else:
         info(
             f"{'reusing' if chain.reused else 'started'} Anvil at {url} (state {chain.state_file})"
         )
+        if chain.restored_from is not None:
+            info(f"the state file was damaged (kept as {chain.restored_from.name}); restored")
+        if report:
+            info(f"journal: {report.summary()}")
 
 
 @chain_app.command("down")

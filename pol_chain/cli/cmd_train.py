@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -10,10 +11,12 @@ import typer
 
 from pol_chain.cli._context import AccountOpt, JsonOpt, current_settings
 from pol_chain.cli._output import emit_json, info
-from pol_chain.format import NotAProofDir, TaskSpec
+from pol_chain.format import MANIFEST_FILE, FormatError, Manifest, NotAProofDir, TaskSpec
 
 if TYPE_CHECKING:
-    from pol_chain.compose.publish import SyncResult
+    from pol_chain.compose.publish import Publisher, SyncResult
+    from pol_chain.format import RunBinding
+    from pol_chain.proof.loop import TrainResult
 
 app = typer.Typer()
 
@@ -42,6 +45,88 @@ def _config(
     config = parse_overrides(pairs or [], config_file)
     config.update({key: v for key, v in (("epochs", epochs), ("k", k)) if v is not None})
     return config
+
+
+def _finished(proof_dir: Path) -> Manifest | None:
+    """The manifest of ``proof_dir`` when training wrote its final model, else None."""
+    try:
+        manifest = Manifest.from_bytes((proof_dir / MANIFEST_FILE).read_bytes())
+    except (OSError, FormatError):
+        return None  # the recorder's resume reports what is wrong
+    return manifest if manifest.final is not None else None
+
+
+def _train_live(
+    spec: TaskSpec,
+    out: Path,
+    binding: RunBinding,
+    publisher: Publisher,
+    *,
+    resume: bool,
+    json_out: bool,
+) -> TrainResult:
+    """Train with a progress bar while the live publisher commits each checkpoint."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pol_chain.compose.publish import LivePublisher
+    from pol_chain.proof import CheckpointRecord, FinalRecord
+    from pol_chain.proof import train as train_loop
+
+    state: dict[str, Any] = {"committed": 0, "recorded": 0, "loss": float("nan")}
+    with Progress(
+        TextColumn("[bold]train[/bold]"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn(
+            "checkpoints: {task.fields[committed]} committed, {task.fields[pending]} pending"
+        ),
+        TimeElapsedColumn(),
+        transient=json_out,
+        disable=json_out,
+    ) as progress:
+        bar = progress.add_task(
+            "train", total=spec.total_steps, loss=float("nan"), committed=0, pending=0
+        )
+
+        def show_checkpoints() -> None:
+            pending = max(0, state["recorded"] - state["committed"])
+            progress.update(bar, committed=state["committed"], pending=pending)
+
+        def on_sync(result: SyncResult) -> None:
+            state["committed"] = result.committed_after
+            show_checkpoints()
+
+        def on_error(exc: BaseException, delay: float) -> None:
+            progress.console.print(f"publishing failed ({exc}); retrying in {delay:.1f} s")
+
+        def on_record(record: CheckpointRecord | FinalRecord) -> None:
+            if isinstance(record, CheckpointRecord):
+                state["recorded"] = record.index + 1
+                show_checkpoints()
+
+        def on_step(step: int, loss: float | None) -> None:
+            if loss is not None:
+                state["loss"] = loss
+            progress.update(bar, completed=step + 1, loss=state["loss"])
+
+        live = LivePublisher(publisher, on_sync=on_sync, on_error=on_error)
+        try:
+            result = train_loop(
+                spec,
+                out,
+                binding.run_id_bytes,
+                binding.run_seed,
+                listeners=[on_record, live],
+                resume=resume,
+                on_step=on_step,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                live.close(tries=1)  # commit what was recorded; the training error wins
+            raise
+        live.close()  # its last sync runs after the final record
+    return result
 
 
 @app.command()
@@ -96,76 +181,38 @@ def train(
 
     Example: polchain train digits --epochs 3 -k 20 --set lr.base=0.02
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from pol_chain.compose.publish import LivePublisher, Publisher
+    from pol_chain.compose.publish import Publisher
     from pol_chain.compose.registration import build_spec, open_bound, register_spec
-    from pol_chain.proof import CheckpointRecord, FinalRecord
-    from pol_chain.proof import train as train_loop
+    from pol_chain.proof.loop import TrainResult
 
     settings = current_settings()
     out = out or Path("runs") / task.replace(":", "_").replace(".", "_")
+    done: Manifest | None = None
     if resume:
         binding, client, store = open_bound(settings, out, account)
         spec = TaskSpec.from_bytes((out / "spec.json").read_bytes())
+        done = _finished(out)
     else:
         spec = build_spec(task, _config(epochs, k, set_values, config_file))
         binding, client, store = register_spec(settings, spec, out, account)
         if not json_out:
             info(f"registered run {binding.run_id}")
     publisher = Publisher(out, store, client, binding)
-    state: dict[str, Any] = {"committed": 0, "recorded": 0, "loss": float("nan")}
-    with Progress(
-        TextColumn("[bold]train[/bold]"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn(
-            "checkpoints: {task.fields[committed]} committed, {task.fields[pending]} pending"
-        ),
-        TimeElapsedColumn(),
-        transient=json_out,
-        disable=json_out,
-    ) as progress:
-        bar = progress.add_task(
-            "train", total=spec.total_steps, loss=float("nan"), committed=0, pending=0
+    if done is not None:
+        # the crash came after the final model was written: only publishing is left
+        assert done.final is not None
+        if not json_out:
+            info(f"training of {out} had finished; publishing what the chain lacks")
+        publisher.sync()
+        result = TrainResult(
+            out, done.final.model.sha256, done.final.step, len(done.entries), 0.0, None
         )
-
-        def show_checkpoints() -> None:
-            pending = max(0, state["recorded"] - state["committed"])
-            progress.update(bar, committed=state["committed"], pending=pending)
-
-        def on_sync(result: SyncResult) -> None:
-            state["committed"] = result.committed_after
-            show_checkpoints()
-
-        def on_record(record: CheckpointRecord | FinalRecord) -> None:
-            if isinstance(record, CheckpointRecord):
-                state["recorded"] = record.index + 1
-                show_checkpoints()
-
-        def on_step(step: int, loss: float | None) -> None:
-            if loss is not None:
-                state["loss"] = loss
-            progress.update(bar, completed=step + 1, loss=state["loss"])
-
-        live = LivePublisher(publisher, on_sync=on_sync)
-        try:
-            result = train_loop(
-                spec,
-                out,
-                binding.run_id_bytes,
-                binding.run_seed,
-                listeners=[on_record, live],
-                resume=resume,
-                on_step=on_step,
-            )
-        finally:
-            last_sync = live.close()  # its last sync runs after the final record
-    sync = last_sync if last_sync is not None else publisher.sync()
+    else:
+        result = _train_live(spec, out, binding, publisher, resume=resume, json_out=json_out)
     final = None
     if finalize:
         final = publisher.finalize()
+    committed = client.committed_count(binding.run_id_bytes)
     summary = {
         "run_id": binding.run_id,
         "trainer": binding.trainer,
@@ -174,7 +221,7 @@ def train(
         "model_path": str(out / "model.safetensors"),
         "steps": result.steps,
         "checkpoints": result.checkpoints,
-        "committed": sync.committed_after,
+        "committed": committed,
         "test_accuracy": result.test_accuracy,
         "train_seconds": round(result.seconds, 3),
         "finalized": final is not None,
@@ -185,7 +232,7 @@ def train(
     acc = f"{result.test_accuracy:.3f}" if result.test_accuracy is not None else "n/a"
     info(
         f"trained {result.steps} steps in {result.seconds:.1f}s, test accuracy {acc}; "
-        f"{sync.committed_after} checkpoints committed"
+        f"{committed} checkpoints committed"
     )
     info(f"model {summary['model_digest']} at {summary['model_path']}")
     if final is None:

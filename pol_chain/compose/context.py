@@ -16,9 +16,17 @@ if TYPE_CHECKING:
     from web3 import Web3
 
     from pol_chain.ledger import LedgerClient, LedgerReader
+    from pol_chain.ledger.journal import TxJournal
     from pol_chain.store import ArtefactStore, LocalStore
 
-__all__ = ["chain_url", "ensure_ledger", "open_ledger", "open_local_store", "open_store"]
+__all__ = [
+    "chain_url",
+    "ensure_ledger",
+    "open_journal",
+    "open_ledger",
+    "open_local_store",
+    "open_store",
+]
 
 
 def chain_url(settings: Settings) -> str:
@@ -28,6 +36,18 @@ def chain_url(settings: Settings) -> str:
     from pol_chain.ledger import EmbeddedChain
 
     return EmbeddedChain(settings.home, port=settings.anvil_port).start()
+
+
+def open_journal(settings: Settings) -> TxJournal:
+    """The transaction journal of the configured chain: beside the embedded chain's state,
+    else ``<home>/txjournal.sqlite`` (rows keyed by chain and account)."""
+    from pol_chain.ledger.journal import JOURNAL_FILE, TxJournal
+
+    if settings.embedded:
+        from pol_chain.ledger import EmbeddedChain
+
+        return TxJournal(EmbeddedChain(settings.home, port=settings.anvil_port).journal_path)
+    return TxJournal(settings.home / JOURNAL_FILE)
 
 
 def ensure_ledger(
@@ -47,7 +67,9 @@ def ensure_ledger(
     admin = resolve_account(
         w3.eth.chain_id, keystore=settings.keystore or None, account_index=settings.account_index
     )
-    client, deployed_now = ensure_deployed(w3, admin, settings.home, force=force)
+    client, deployed_now = ensure_deployed(
+        w3, admin, settings.home, force=force, journal=open_journal(settings)
+    )
     if settings.log_range is not None:
         client.log_range = settings.log_range
     if deployed_now and client.chain_id in LOCAL_CHAIN_IDS:
@@ -103,11 +125,17 @@ def open_ledger(
         w3.eth.chain_id, keystore=settings.keystore or None, account_index=index
     )
     if settings.contract_address:
-        return LedgerClient(w3, settings.contract_address, signer, log_range=settings.log_range)
+        return LedgerClient(
+            w3,
+            settings.contract_address,
+            signer,
+            log_range=settings.log_range,
+            journal=open_journal(settings),
+        )
     if settings.embedded if deploy is None else deploy:
         client, _ = ensure_ledger(settings, w3=w3)
         return client.with_account(signer)
-    client = load_deployed(w3, signer, settings.home)
+    client = load_deployed(w3, signer, settings.home, journal=open_journal(settings))
     client.log_range = settings.log_range
     return client
 

@@ -8,14 +8,22 @@ goes on, woken by the recorder's listener calls.
 
 The final checkpoint is held back until the model file exists, so the last manifest on
 chain also carries the model's CID.
+
+Before anything is committed the publisher checks that the chain's run is the proof
+directory's (trainer and spec digest from ``getRun`` equal the binding's), and every file
+is re-hashed against the manifest's digest before it is stored: a proof that would fail
+its own verification is never committed (:class:`ProofDiverged`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,10 +47,24 @@ if TYPE_CHECKING:
 __all__ = ["LivePublisher", "ProofDiverged", "Publisher", "SyncResult"]
 
 CID_CACHE = "published.json"
+_log = logging.getLogger(__name__)
 
 
 class ProofDiverged(PolchainError):
     """The proof directory no longer matches what the chain holds for its run."""
+
+    hint = (
+        "nothing was committed; check the proof directory (a damaged file, or a directory "
+        "bound to another run) before committing again"
+    )
+
+
+def _file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,7 @@ class Publisher:
         self.binding = binding or RunBinding.read(proof_dir)
         self._cids: dict[str, str] = self._load_cids()
         self._lock = threading.Lock()
+        self._run_checked = False
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -97,6 +120,16 @@ class Publisher:
         path = self.proof_dir / ref.file
         if not path.resolve().is_relative_to(self.proof_dir.resolve()):
             raise ProofDiverged(f"manifest names a file outside the proof directory: {ref.file}")
+        try:
+            actual = _file_sha256(path)
+        except OSError as exc:
+            raise ProofDiverged(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        if actual != ref.sha256:
+            raise ProofDiverged(
+                f"{path} does not hash to its digest in the manifest "
+                f"({to_hex(actual)[:18]}… instead of {to_hex(ref.sha256)[:18]}…): "
+                "it changed after it was recorded (truncated or overwritten)"
+            )
         cid = self.store.put_file(path, name=f"{self.binding.run_id[:10]}/{ref.file}")
         self._cids[key] = cid
         return cid
@@ -114,7 +147,40 @@ class Publisher:
                 f"{self.proof_dir}: manifest belongs to run {to_hex(manifest.run_id)}, "
                 f"binding says {self.binding.run_id}"
             )
+        if to_hex(manifest.spec_sha256) != self.binding.spec_sha256.lower():
+            raise ProofDiverged(
+                f"{self.proof_dir}: manifest was recorded under spec "
+                f"{to_hex(manifest.spec_sha256)}, the binding registered {self.binding.spec_sha256}"
+            )
         return manifest
+
+    def check_run(self) -> None:
+        """Check the chain's run is this directory's: it exists, and its trainer and spec
+        digest are the binding's (a rolled-back and re-issued run id is someone else's)."""
+        if self._run_checked:
+            return
+        from pol_chain.ledger.errors import UnknownRun
+
+        binding = self.binding
+        try:
+            run = self.client.get_run(binding.run_id_bytes)
+        except UnknownRun:
+            raise ProofDiverged(
+                f"run {binding.run_id} of {self.proof_dir} is not on chain "
+                f"{self.client.chain_id} (was the chain reset or rolled back?)"
+            ) from None
+        if run.trainer.lower() != binding.trainer.lower():
+            raise ProofDiverged(
+                f"run {binding.run_id} on chain belongs to trainer {run.trainer}, but "
+                f"{self.proof_dir} was registered by {binding.trainer}"
+            )
+        if to_hex(run.spec_digest) != binding.spec_sha256.lower():
+            raise ProofDiverged(
+                f"run {binding.run_id} on chain was registered with spec "
+                f"{to_hex(run.spec_digest)}, but {self.proof_dir} holds spec "
+                f"{binding.spec_sha256}: the directory belongs to another run"
+            )
+        self._run_checked = True
 
     # -- API -------------------------------------------------------------------------------
 
@@ -125,6 +191,7 @@ class Publisher:
 
     def _sync(self) -> SyncResult:
         manifest = self._manifest()
+        self.check_run()
         run_id = self.binding.run_id_bytes
         entries = manifest.entries
         final = manifest.final
@@ -170,32 +237,68 @@ class Publisher:
             )
         model = manifest.final.model
         path = self.proof_dir / model.file
-        digest = hashlib.sha256(path.read_bytes()).digest()
+        digest = _file_sha256(path)
         if digest != model.sha256:
             raise ProofDiverged(f"{path} does not hash to the manifest's model digest")
         return digest, self._put(model), path
 
     def finalize(self) -> Any:
-        """Commit what is missing, then finalize the run with the final model."""
+        """Commit what is missing, then finalize the run with the final model.
+
+        Idempotent: a run the chain already finalized with this model (e.g. a finalize
+        whose reply was lost, re-sent from the journal) gives its recorded claim."""
+        from pol_chain.ledger.types import FinalizeResult, RunStatus, TxInfo
+
         self.sync()
         digest, cid, _ = self.model()
         self._save_cids()
-        return self.client.finalize_run(self.binding.run_id_bytes, digest, cid)
+        run_id = self.binding.run_id_bytes
+        run = self.client.get_run(run_id)
+        if run.status is RunStatus.REGISTERED:
+            return self.client.finalize_run(run_id, digest, cid)
+        if run.model_digest != digest:
+            raise ProofDiverged(
+                f"run {self.binding.run_id} is already finalized with model "
+                f"{to_hex(run.model_digest or b'')}, not {to_hex(digest)}"
+            )
+        (log,) = self.client.logs("RunFinalized", runId=run_id)[-1:]
+        receipt = self.client.request(
+            "eth_getTransactionReceipt", ["0x" + log["transactionHash"].hex()]
+        )
+        tx = TxInfo(log["transactionHash"], log["blockNumber"], int(receipt["gasUsed"], 16))
+        return FinalizeResult(run_id, digest, int(log["args"]["claimIndex"]), tx)
 
 
 class LivePublisher:
     """Runs :meth:`Publisher.sync` on a background thread whenever it is notified.
 
     Pass the instance as a recorder listener: each call only wakes the thread, so
-    training never waits on the store or the chain. :meth:`close` does a last sync and
-    re-raises the first error the thread met (nothing is lost: the proof directory holds
-    everything, and ``polchain commit`` resumes).
+    training never waits on the store or the chain. A failed sync is logged (and handed
+    to ``on_error``) and retried with exponential backoff (``backoff`` seconds doubling up
+    to ``max_backoff``), so a chain or store that comes back is caught up with;
+    :meth:`close` does a last sync (with ``final_tries`` tries) and raises its error if it
+    cannot be done (nothing is lost: the proof directory holds everything, and
+    ``polchain commit`` resumes).
     """
 
-    def __init__(self, publisher: Publisher, on_sync: Any = None) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        on_sync: Callable[[SyncResult], None] | None = None,
+        *,
+        on_error: Callable[[BaseException, float], None] | None = None,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        final_tries: int = 3,
+    ) -> None:
         self.publisher = publisher
         self.on_sync = on_sync
+        self.on_error = on_error
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.final_tries = max(1, final_tries)
         self.error: BaseException | None = None
+        self.errors = 0
         self.last: SyncResult | None = None
         self._wake = threading.Event()
         self._stop = False
@@ -205,25 +308,57 @@ class LivePublisher:
     def __call__(self, record: object) -> None:
         self._wake.set()
 
+    def _sync_once(self) -> bool:
+        try:
+            self.last = self.publisher.sync()
+        except Exception as exc:  # noqa: BLE001 - logged, retried, raised by close()
+            self.error = exc
+            self.errors += 1
+            return False
+        self.error = None
+        if self.on_sync is not None:
+            self.on_sync(self.last)
+        return True
+
+    def _report(self, delay: float) -> None:
+        assert self.error is not None
+        if self.on_error is not None:
+            self.on_error(self.error, delay)
+        else:
+            _log.warning("publishing failed (%s); retrying in %.1f s", self.error, delay)
+
     def _loop(self) -> None:
+        delay = self.backoff
         while True:
             self._wake.wait()
             self._wake.clear()
-            if self.error is None:
-                try:
-                    self.last = self.publisher.sync()
-                    if self.on_sync is not None:
-                        self.on_sync(self.last)
-                except BaseException as exc:  # noqa: BLE001 - handed to close()
-                    self.error = exc
             if self._stop:
                 return
+            if self._sync_once():
+                delay = self.backoff
+                continue
+            self._report(delay)
+            # wait out the backoff (a stop cuts it short); then retry even if not woken
+            deadline = time.monotonic() + delay
+            while not self._stop and time.monotonic() < deadline:
+                time.sleep(min(0.05, delay))
+            delay = min(delay * 2, self.max_backoff)
+            self._wake.set()
 
-    def close(self) -> SyncResult | None:
-        """Stop the thread after a final sync; raise the first error it met."""
+    def close(self, tries: int | None = None) -> SyncResult | None:
+        """Stop the thread, then do a last sync (``tries`` tries, default
+        ``final_tries``); raise its error if it cannot be done."""
         self._stop = True
         self._wake.set()
         self._thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.last
+        delay = self.backoff
+        tries = self.final_tries if tries is None else max(1, tries)
+        for attempt in range(tries):
+            if self._sync_once():
+                return self.last
+            if attempt + 1 < tries:
+                self._report(delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+        assert self.error is not None
+        raise self.error

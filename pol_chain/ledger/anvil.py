@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
-from pol_chain.ledger.errors import AnvilNotInstalled, AnvilStartFailed
+from pol_chain.errors import PolchainError
+from pol_chain.ledger.errors import (
+    AnvilNotInstalled,
+    AnvilPortTaken,
+    AnvilStartFailed,
+    ChainStateCorrupt,
+)
+from pol_chain.ledger.journal import JOURNAL_FILE, ReconcileReport, TxJournal, chain_key
 from pol_chain.paths import data_dir, node_modules_dir, node_tool
 
-__all__ = ["DEFAULT_PORT", "EmbeddedChain", "find_anvil", "free_port", "rpc_answers"]
+__all__ = [
+    "DEFAULT_PORT",
+    "EmbeddedChain",
+    "find_anvil",
+    "free_port",
+    "read_state",
+    "rpc_answers",
+]
+
+_log = logging.getLogger(__name__)
+_CHAIN_META = "embedded_chain"  # the journal's note of which chain this folder runs
 
 DEFAULT_PORT = 8545
 
@@ -58,25 +79,97 @@ def rpc_answers(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
+def _cmdline(pid: int) -> bytes | None:
+    """The command line of ``pid`` (None when it cannot be read, e.g. no /proc)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
 def _is_anvil(pid: int) -> bool:
     """Whether ``pid`` runs anvil (True when this cannot be told, e.g. no /proc)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()
-    except OSError:
-        return True
+    cmdline = _cmdline(pid)
+    if cmdline is None:
+        return not Path("/proc/self").exists() or Path(f"/proc/{pid}").exists()
     return b"anvil" in cmdline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _load_state(path: Path) -> tuple[bytes, int] | None:
+    """The bytes of the Anvil state file ``path`` and its best block number; None when it
+    is missing, empty, truncated or not a state dump (Anvil rewrites it in place, so a
+    kill during a dump leaves a prefix, or nothing)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.strip():
+        return None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or "accounts" not in doc:
+        return None
+    best = doc.get("best_block_number", 0)
+    try:
+        return data, int(best, 16) if isinstance(best, str) else int(best or 0)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_state(path: Path) -> int | None:
+    """The best block number of the Anvil state file ``path``, None when it is unusable."""
+    loaded = _load_state(path)
+    return None if loaded is None else loaded[1]
+
+
+def _atomic_write(dst: Path, data: bytes) -> None:
+    """Write ``data`` to ``dst`` through a temporary file, fsynced, then renamed."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        fd = os.open(dst.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class EmbeddedChain:
     """Start (or reuse) Anvil on ``host:port`` with state in ``<data>/chain/``.
 
-    ``start()`` returns at once when a node already answers at the URL; otherwise it runs
-    ``anvil --state <data>/chain/anvil-state.json --state-interval 1`` detached, writes
-    ``anvil.pid`` and waits until it answers. ``stop()`` sends SIGTERM so Anvil dumps its
-    state, and waits for it to exit.
+    ``start()`` reuses the node answering at the URL only when it is this folder's own
+    Anvil (its pid file names a live process whose command line names this state file);
+    anything else there is :class:`~pol_chain.ledger.errors.AnvilPortTaken`. Otherwise it
+    checks the state file (Anvil rewrites it in place every second, so a SIGKILL can leave
+    it empty or truncated): a good one is copied to ``anvil-state.good.json``; a bad one
+    is set aside and the good copy restored. It then runs ``anvil --state <state>
+    --state-interval 1`` detached, writes ``anvil.pid``, waits until it answers and
+    reconciles the transaction journal (:mod:`pol_chain.ledger.journal`): transactions
+    the restart rolled back are re-sent, in order, before ``start()`` returns. ``stop()``
+    sends SIGTERM so Anvil dumps its state, and waits for it to exit.
     """
+
+    ROTATE_EVERY = 30.0
+    """Seconds between refreshes of the good copy while a running chain is reused."""
 
     def __init__(
         self,
@@ -87,12 +180,14 @@ class EmbeddedChain:
         chain_id: int | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        self.data = Path(data) if data is not None else data_dir()
+        self.data = (Path(data) if data is not None else data_dir()).resolve()
         self.port = port
         self.host = host
         self.chain_id = chain_id
         self.extra_args = extra_args
         self.reused = False
+        self.restored_from: Path | None = None  # a damaged state file, set aside
+        self.reconciled: ReconcileReport | None = None  # the journal check of the last start
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,6 +204,16 @@ class EmbeddedChain:
         return self.chain_dir / "anvil-state.json"
 
     @property
+    def good_state_file(self) -> Path:
+        """The last state file that parsed, kept to restore a damaged one."""
+        return self.chain_dir / "anvil-state.good.json"
+
+    @property
+    def journal_path(self) -> Path:
+        """The transaction journal of this chain (beside its state)."""
+        return self.chain_dir / JOURNAL_FILE
+
+    @property
     def pid_file(self) -> Path:
         return self.chain_dir / "anvil.pid"
 
@@ -116,17 +221,109 @@ class EmbeddedChain:
     def log_file(self) -> Path:
         return self.chain_dir / "anvil.log"
 
+    @property
+    def pid(self) -> int | None:
+        """The pid of the Anvil this manager (or the pid file) knows of."""
+        return self._proc.pid if self._proc is not None else self._recorded_pid()
+
     def is_running(self) -> bool:
         """Whether a node answers at :attr:`url`."""
         return rpc_answers(self.url) is not None
 
-    def start(self, timeout: float = 20.0) -> str:
-        """Start Anvil unless one answers already; return the URL."""
-        if self.is_running():
-            self.reused = True
-            return self.url
-        binary = find_anvil()
+    def is_ours(self) -> bool:
+        """Whether the pid file names a live Anvil running on this folder's state file."""
+        pid = self.pid
+        if pid is None or not _alive(pid):
+            return False
+        cmdline = _cmdline(pid)
+        if cmdline is None:
+            return not Path("/proc/self").exists()  # cannot tell: trust the pid file
+        return str(self.state_file).encode() in cmdline.split(b"\0")
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        """Serialize starts (and reuse checks) of this folder's chain across processes."""
         self.chain_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.chain_dir / "start.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start Anvil unless this folder's own answers already; return the URL."""
+        with self._start_lock():
+            if self.is_running():
+                if not self.is_ours():
+                    raise AnvilPortTaken(self.url, self.port, str(self.state_file))
+                self.reused = True
+                with contextlib.suppress(OSError):  # best effort: never fails a command
+                    self._refresh_good_copy()
+                return self.url
+            binary = find_anvil()
+            durable = self._check_state()
+            self._launch(binary, timeout)
+            self._reconcile(durable)
+            return self.url
+
+    def _check_state(self) -> int | None:
+        """Validate the state file before Anvil loads it; return its best block."""
+        state, good = self.state_file, self.good_state_file
+        if not state.exists():
+            spare = _load_state(good)
+            if spare is None:
+                return None  # a new chain (or one killed before its first dump)
+            _atomic_write(state, spare[0])  # the state file vanished: the good copy stands in
+            _log.warning("%s was missing; restored the good copy at block %d", state, spare[1])
+            return spare[1]
+        loaded = _load_state(state)
+        if loaded is not None:
+            try:
+                _atomic_write(good, loaded[0])
+            except OSError as exc:  # e.g. a full disk: start anyway, without a fresh copy
+                _log.warning("could not refresh %s: %s", good, exc)
+            return loaded[1]
+        why = "empty" if state.stat().st_size == 0 else "truncated or not JSON"
+        spare = _load_state(good)
+        if spare is None:
+            raise ChainStateCorrupt(str(state), why)
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        kept = state.with_name(f"anvil-state.damaged-{stamp}.json")
+        os.replace(state, kept)
+        _atomic_write(state, spare[0])
+        good_best = spare[1]
+        self.restored_from = kept
+        _log.warning(
+            "%s was %s (kept as %s); restored the good copy at block %d",
+            state,
+            why,
+            kept.name,
+            good_best,
+        )
+        return good_best
+
+    def _refresh_good_copy(self) -> None:
+        """Copy the running chain's state to the good copy when that is stale and the
+        state file parses now (never while Anvil is half-way through a dump)."""
+        good, state = self.good_state_file, self.state_file
+        try:
+            if time.time() - good.stat().st_mtime < self.ROTATE_EVERY:
+                return
+            if state.stat().st_mtime <= good.stat().st_mtime:
+                return
+        except FileNotFoundError:
+            if not state.exists():
+                return
+        loaded = _load_state(state)  # the bytes that parsed are the ones kept
+        if loaded is None:
+            return  # mid-dump: try again next time
+        _atomic_write(good, loaded[0])
+        if self.journal_path.exists():
+            with contextlib.suppress(PolchainError, OSError, ValueError):
+                self._prune(loaded[1])
+
+    def _launch(self, binary: Path, timeout: float) -> None:
         cmd = [
             str(binary),
             "--host",
@@ -141,6 +338,7 @@ class EmbeddedChain:
         if self.chain_id is not None:
             cmd += ["--chain-id", str(self.chain_id)]
         cmd += list(self.extra_args)
+        log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         with open(self.log_file, "ab") as log:
             self._proc = subprocess.Popen(
                 cmd,
@@ -155,14 +353,51 @@ class EmbeddedChain:
             if self._proc.poll() is not None:
                 break
             if rpc_answers(self.url, timeout=0.5) is not None:
-                return self.url
+                return
             time.sleep(0.05)
         self._kill()
-        raise AnvilStartFailed(self.url, self._log_tail())
+        raise AnvilStartFailed(self.url, self._log_tail(log_start))
 
-    def _log_tail(self) -> str:
+    def _reconcile(self, durable: int | None) -> None:
+        """Re-send what the restart rolled back; forget rows the good copy holds."""
+        from pol_chain.ledger.reader import LedgerReader
+
+        journal = TxJournal(self.journal_path)
         try:
-            return self.log_file.read_text(errors="replace")[-2000:]
+            with LedgerReader(self.url, "0x" + "00" * 20, check_code=False) as rpc:
+                key = chain_key(rpc)
+                before = journal.get_meta(_CHAIN_META)
+                if before is not None and before != str(key) and durable is None:
+                    # Anvil died before its first dump: the chain restarted empty (a new
+                    # genesis). Its journaled history is replayed onto the new chain.
+                    moved = journal.adopt(before, key)
+                    _log.warning("embedded chain lost its state; replaying %d transactions", moved)
+                journal.set_meta(_CHAIN_META, str(key))
+                self.reconciled = journal.reconcile(rpc, key, dev_chain=True)
+                if durable is not None:
+                    journal.prune(key, durable)
+        finally:
+            journal.close()
+        if self.reconciled.lost:
+            _log.warning("embedded chain restarted: %s", self.reconciled.summary())
+
+    def _prune(self, durable: int) -> None:
+        from pol_chain.ledger.reader import LedgerReader
+
+        journal = TxJournal(self.journal_path)
+        try:
+            with LedgerReader(self.url, "0x" + "00" * 20, check_code=False) as rpc:
+                key = chain_key(rpc)
+                journal.reconcile(rpc, key, dev_chain=True)  # marks what is mined
+                journal.prune(key, durable)
+        finally:
+            journal.close()
+
+    def _log_tail(self, start: int = 0) -> str:
+        try:
+            with open(self.log_file, "rb") as log:
+                log.seek(start)
+                return log.read().decode(errors="replace")[-2000:]
         except OSError:
             return ""
 

@@ -2,18 +2,26 @@
 that also signs (eth-account) and sends (web3.py).
 
 Every view comes from the reader (one read path); this module adds the transactions.
-They are signed locally by the client's account and sent with nonces from a local
-counter under a lock, so many quick sends (``send_*`` methods, which do not wait) never
-collide; ``Pending.wait()`` returns the typed result. Every revert becomes the named
+They are signed locally by the client's account; the nonce is chosen, the signed bytes
+journaled and the transaction sent under one lock per account — a thread lock, plus, with
+a :class:`~pol_chain.ledger.journal.TxJournal`, an inter-process file lock — so many quick
+sends (``send_*`` methods, which do not wait) never collide, not even across processes; a
+"nonce too low" answer is retried with a fresh nonce. With a journal, every transaction
+is recorded before it is broadcast, and a client re-sends on opening (and before it
+chooses a nonce) the journaled transactions a node rollback dropped.
+``Pending.wait()`` returns the typed result. Every revert becomes the named
 :class:`~pol_chain.ledger.errors.ContractRevert` subclass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
+import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, Generic, TypeVar
@@ -30,6 +38,7 @@ from web3.logs import DISCARD as _DISCARD
 from web3.types import TxReceipt
 
 from pol_chain.commitment import to_bytes32
+from pol_chain.ledger.accounts import LOCAL_CHAIN_IDS
 from pol_chain.ledger.errors import (
     InsufficientFunds,
     PolchainLedgerError,
@@ -37,6 +46,7 @@ from pol_chain.ledger.errors import (
     TransactionFailed,
     decode_revert,
 )
+from pol_chain.ledger.journal import ChainKey, ReconcileReport, TxJournal, chain_key
 from pol_chain.ledger.reader import VERIFIER_ROLE, LedgerReader
 from pol_chain.ledger.types import (
     AttestResult,
@@ -62,6 +72,10 @@ T = TypeVar("T")
 Bytes32 = bytes | str
 ZERO32 = b"\x00" * 32
 GAS_MARGIN = 1.25
+NONCE_RETRIES = 5
+_NONCE_CLASH = ("nonce too low", "replacement transaction underpriced", "nonce has already")
+_KNOWN_TX = ("already imported", "already known")
+_log = logging.getLogger(__name__)
 
 
 @cache
@@ -183,11 +197,13 @@ class Pending(Generic[T]):
         tx_hash: bytes,
         tx: dict[str, Any],
         parse: Callable[[TxReceipt, TxInfo], T],
+        row: int | None = None,
     ) -> None:
         self.client = client
         self.tx_hash = tx_hash
         self._tx = tx
         self._parse = parse
+        self._row = row
 
     def wait(self, timeout: float = 120.0) -> T:
         """Wait for the receipt; raise the named error if the transaction reverted."""
@@ -200,6 +216,13 @@ class Pending(Generic[T]):
             raise TransactionFailed(
                 f"transaction 0x{self.tx_hash.hex()} not mined within {timeout:.0f} s"
             ) from exc
+        except OSError as exc:  # the node went away while we waited
+            raise RpcUnreachable(_endpoint(w3), type(exc).__name__) from exc
+        journal = self.client.journal
+        if journal is not None and self._row is not None:
+            journal.mark(
+                self._row, "mined", block=receipt["blockNumber"], ok=receipt["status"] == 1
+            )
         if receipt["status"] != 1:
             raise self.client._replay_failure(self._tx, receipt["blockNumber"])
         info = TxInfo(bytes(receipt["transactionHash"]), receipt["blockNumber"], receipt["gasUsed"])
@@ -221,6 +244,8 @@ class LedgerClient(LedgerReader):
         deploy_block: int = 0,
         check_code: bool = True,
         log_range: int | None = None,
+        journal: TxJournal | None = None,
+        reconcile: bool = True,
     ) -> None:
         super().__init__(
             _endpoint(w3),
@@ -234,6 +259,31 @@ class LedgerClient(LedgerReader):
         self.contract: Contract = w3.eth.contract(
             address=to_checksum_address(self.address), abi=self.abi
         )
+        self.journal = journal
+        self.reconciled: ReconcileReport | None = None
+        self._chain: ChainKey | None = None
+        if journal is not None:
+            self._chain = chain_key(self)
+            if reconcile:
+                self.reconcile()
+
+    def reconcile(self) -> ReconcileReport:
+        """Check every journaled transaction of this chain by receipt and re-send, in
+        order, those a rollback dropped (docs/ledger.md, "Fault model"); on a public
+        chain, forget those below the finalized block."""
+        if self.journal is None or self._chain is None:
+            return ReconcileReport()
+        dev = self._chain.chain_id in LOCAL_CHAIN_IDS
+        report = self.journal.reconcile(self, self._chain, dev_chain=dev)
+        self.reconciled = report
+        if report.lost:
+            _log.warning("ledger %s: %s", self.url, report.summary())
+        if self._chain.chain_id not in LOCAL_CHAIN_IDS:
+            with contextlib.suppress(PolchainLedgerError, KeyError, TypeError, ValueError):
+                final = self.request("eth_getBlockByNumber", ["finalized", False])
+                if final:
+                    self.journal.prune(self._chain, int(final["number"], 16))
+        return report
 
     # ---------------------------------------------------------------- setup
 
@@ -251,22 +301,36 @@ class LedgerClient(LedgerReader):
         return cls(connect_web3(rpc_url), address, account, deploy_block=deploy_block)
 
     @classmethod
-    def deploy(cls, w3: Web3, account: LocalAccount, *, admin: str | None = None) -> LedgerClient:
+    def deploy(
+        cls,
+        w3: Web3,
+        account: LocalAccount,
+        *,
+        admin: str | None = None,
+        journal: TxJournal | None = None,
+    ) -> LedgerClient:
         """Deploy a new ledger administered by ``admin`` (default: ``account``)."""
         artifact = load_artifact()
         factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
         # an unbound client (no contract yet) sends the creation transaction
-        sender = cls(w3, "0x" + "00" * 20, account, check_code=False)
+        sender = cls(w3, "0x" + "00" * 20, account, check_code=False, journal=journal)
         ctor = factory.constructor(to_checksum_address(admin or account.address))
         receipt = sender._send_raw(ctor, 0).wait_receipt()
         address = receipt["contractAddress"]
         if address is None:
             raise TransactionFailed("the deployment transaction created no contract")
-        return cls(w3, address, account, deploy_block=receipt["blockNumber"])
+        return cls(
+            w3,
+            address,
+            account,
+            deploy_block=receipt["blockNumber"],
+            journal=journal,
+            reconcile=False,
+        )
 
     def with_account(self, account: LocalAccount) -> LedgerClient:
-        """Return a client for the same ledger signing with ``account``."""
-        return LedgerClient(
+        """Return a client for the same ledger (and journal) signing with ``account``."""
+        client = LedgerClient(
             self.w3,
             self.address,
             account,
@@ -274,6 +338,8 @@ class LedgerClient(LedgerReader):
             check_code=False,
             log_range=self.log_range,
         )
+        client.journal, client._chain = self.journal, self._chain
+        return client
 
     # ---------------------------------------------------------- transactions
 
@@ -304,29 +370,88 @@ class LedgerClient(LedgerReader):
             return self._revert_error(exc)
         return TransactionFailed("the transaction reverted (out of gas or state changed)")
 
+    @contextlib.contextmanager
+    def _account_lock(self, address: str) -> Iterator[None]:
+        """The inter-process lock of ``address`` on this chain (none without a journal)."""
+        if self.journal is None or self._chain is None:
+            yield
+            return
+        with self.journal.lock(self._chain, address):
+            yield
+
+    def _choose_nonce(self, address: str, tracker: _NonceTracker) -> int:
+        """The next nonce of ``address``; called under its locks."""
+        pending = self.w3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
+        if self.journal is None or self._chain is None:
+            return max(pending, tracker.next_nonce)
+        top = self.journal.top_nonce(self._chain, address)
+        if top is not None and top >= pending:
+            # journaled transactions the node neither mined nor holds: a rollback dropped
+            # them; put them back under their own nonces before choosing a new one
+            # (all accounts, in sending order: a re-sent vote needs its re-sent challenge)
+            dev = self._chain.chain_id in LOCAL_CHAIN_IDS
+            report = self.journal.reconcile(self, self._chain, dev_chain=dev)
+            if report.lost:
+                _log.warning("ledger %s: %s", self.url, report.summary())
+            pending = self.w3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
+            top = self.journal.top_nonce(self._chain, address)
+        return max(pending, -1 if top is None else top + 1)
+
     def _send_raw(self, fn: Any, value: int, gas: int | None = None) -> _RawPending:
         account = self._require_account()
         base: dict[str, Any] = {"from": account.address, "value": value}
+        label = str(getattr(fn, "fn_name", "") or "deploy")
+        row: int | None = None
         try:
             if gas is None:
                 gas = int(fn.estimate_gas(base, block_identifier="pending") * GAS_MARGIN)
             tracker = _nonce_tracker(self.w3, account.address)
-            with tracker.lock:
-                chain_next = self.w3.eth.get_transaction_count(account.address, "pending")
-                nonce = max(chain_next, tracker.next_nonce)
-                tx = fn.build_transaction({**base, "nonce": nonce, "gas": gas})
-                signed = account.sign_transaction(tx)
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                tracker.next_nonce = nonce + 1
+            with tracker.lock, self._account_lock(account.address):
+                for attempt in range(NONCE_RETRIES):
+                    nonce = self._choose_nonce(account.address, tracker)
+                    tx = fn.build_transaction({**base, "nonce": nonce, "gas": gas})
+                    signed = account.sign_transaction(tx)
+                    if self.journal is not None and self._chain is not None:
+                        row = self.journal.record(
+                            self._chain,
+                            account.address,
+                            nonce,
+                            bytes(signed.hash),
+                            bytes(signed.raw_transaction),
+                            label,
+                        )
+                    try:
+                        tx_hash = bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+                    except Web3RPCError as exc:
+                        text = str(exc).lower()
+                        if not any(k in text for k in _KNOWN_TX):
+                            self._journal_mark(row, "rejected", str(exc))
+                            if attempt + 1 < NONCE_RETRIES and any(k in text for k in _NONCE_CLASH):
+                                # another sender (outside our lock) took the nonce
+                                tracker.next_nonce = 0
+                                time.sleep(0.05 * (attempt + 1))
+                                continue
+                            raise
+                        tx_hash = bytes(signed.hash)  # the node has exactly this one
+                    except OSError as exc:
+                        if _never_sent(exc):
+                            self._journal_mark(row, "rejected", str(exc))
+                        raise  # otherwise the journal keeps it: reconciling re-sends it
+                    tracker.next_nonce = nonce + 1
+                    break
         except (ContractLogicError, Web3RPCError, ValueError) as exc:
             raise self._revert_error(exc) from exc
         except OSError as exc:
             raise RpcUnreachable(_endpoint(self.w3), type(exc).__name__) from exc
-        return _RawPending(self, bytes(tx_hash), tx)
+        return _RawPending(self, tx_hash, tx, row)
+
+    def _journal_mark(self, row: int | None, status: str, detail: str) -> None:
+        if self.journal is not None and row is not None:
+            self.journal.mark(row, status, detail=detail)
 
     def _send(self, fn: Any, parse: Callable[[TxReceipt, TxInfo], T], value: int = 0) -> Pending[T]:
         raw = self._send_raw(fn, value)
-        return Pending(self, raw.tx_hash, raw.tx, parse)
+        return Pending(self, raw.tx_hash, raw.tx, parse, raw.row)
 
     def _events(self, receipt: TxReceipt, name: str) -> list[Any]:
         event = getattr(self.contract.events, name)()
@@ -479,6 +604,11 @@ class LedgerClient(LedgerReader):
         fn = self.contract.functions.setChallengeBond(bond_wei)
         return self._send(fn, lambda _r, i: i).wait()
 
+    def set_max_open_unbonded(self, limit: int) -> TxInfo:
+        """Set the most open unbonded challenges per challenger (admin)."""
+        fn = self.contract.functions.setMaxOpenUnbondedChallenges(limit)
+        return self._send(fn, lambda _r, i: i).wait()
+
     def grant_verifier(self, verifier: str) -> TxInfo:
         """Grant the verifier role (admin)."""
         fn = self.contract.functions.grantRole(VERIFIER_ROLE, to_checksum_address(verifier))
@@ -493,9 +623,34 @@ class LedgerClient(LedgerReader):
 class _RawPending:
     """A sent transaction before parsing (used for deployment)."""
 
-    def __init__(self, client: LedgerClient, tx_hash: bytes, tx: dict[str, Any]) -> None:
-        self.client, self.tx_hash, self.tx = client, tx_hash, tx
+    def __init__(
+        self, client: LedgerClient, tx_hash: bytes, tx: dict[str, Any], row: int | None
+    ) -> None:
+        self.client, self.tx_hash, self.tx, self.row = client, tx_hash, tx, row
 
     def wait_receipt(self, timeout: float = 120.0) -> TxReceipt:
-        pending: Pending[TxReceipt] = Pending(self.client, self.tx_hash, self.tx, lambda r, _i: r)
+        pending: Pending[TxReceipt] = Pending(
+            self.client, self.tx_hash, self.tx, lambda r, _i: r, self.row
+        )
         return pending.wait(timeout)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection was refused (the request never left)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError) or "NewConnectionError" in type(cur).__name__:
+            return True
+        reason = getattr(cur, "reason", None)  # urllib3's MaxRetryError
+        todo += [
+            cur.__cause__,
+            cur.__context__,
+            reason if isinstance(reason, BaseException) else None,
+        ]
+        todo += [a for a in cur.args if isinstance(a, BaseException)]
+    return False

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from web3 import Web3
 
     from pol_chain.ledger.client import LedgerClient
+    from pol_chain.ledger.journal import TxJournal
 
 __all__ = ["Deployment", "Deployments", "ensure_deployed", "load_deployed"]
 
@@ -75,7 +76,11 @@ class Deployments:
 
 
 def load_deployed(
-    w3: Web3, account: LocalAccount | None = None, data: str | Path | None = None
+    w3: Web3,
+    account: LocalAccount | None = None,
+    data: str | Path | None = None,
+    *,
+    journal: TxJournal | None = None,
 ) -> LedgerClient:
     """The ledger recorded for ``w3``'s chain; ContractNotDeployed when none is recorded
     or no code is at the recorded address (e.g. the chain was reset)."""
@@ -85,7 +90,7 @@ def load_deployed(
     dep = Deployments(data).get(chain_id)
     if dep is None:
         raise ContractNotDeployed(chain_id, None)
-    return LedgerClient(w3, dep.address, account, deploy_block=dep.block)
+    return LedgerClient(w3, dep.address, account, deploy_block=dep.block, journal=journal)
 
 
 def ensure_deployed(
@@ -94,6 +99,7 @@ def ensure_deployed(
     data: str | Path | None = None,
     *,
     force: bool = False,
+    journal: TxJournal | None = None,
 ) -> tuple[LedgerClient, bool]:
     """Return (client, deployed_now): reuse the recorded ledger when its code exists,
     else deploy one with ``account`` as admin and record it."""
@@ -101,10 +107,10 @@ def ensure_deployed(
 
     if not force:
         try:
-            return load_deployed(w3, account, data), False
+            return load_deployed(w3, account, data, journal=journal), False
         except ContractNotDeployed:
             pass
-    client = LedgerClient.deploy(w3, account)
+    client = LedgerClient.deploy(w3, account, journal=journal)
     Deployments(data).record(
         Deployment(
             chain_id=client.chain_id,

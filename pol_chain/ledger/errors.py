@@ -21,8 +21,10 @@ __all__ = [
     "AccessControlUnauthorized",
     "AlreadyAttested",
     "AnvilNotInstalled",
+    "AnvilPortTaken",
     "AnvilStartFailed",
     "BondTooLarge",
+    "ChainStateCorrupt",
     "ChallengeClosed",
     "CheckpointGap",
     "CheckpointRewrite",
@@ -32,6 +34,7 @@ __all__ = [
     "InsufficientFunds",
     "InvalidQuorum",
     "InvalidSignature",
+    "InvalidUnbondedLimit",
     "KeystoreError",
     "NotTrainer",
     "NothingCommitted",
@@ -43,6 +46,7 @@ __all__ = [
     "SeedExpired",
     "SeedNotReady",
     "SignerNotVerifier",
+    "TooManyOpenChallenges",
     "TransactionFailed",
     "UnknownChallenge",
     "UnknownRun",
@@ -102,7 +106,34 @@ class AnvilStartFailed(PolchainLedgerError):
     def __init__(self, url: str, log_tail: str) -> None:
         super().__init__(
             f"anvil did not answer at {url}: {log_tail.strip()[-300:] or 'no output'}",
-            hint="is the port taken by another program? try another --port",
+            hint="is the port taken by another program? set anvil_port in config.toml "
+            "(or POLCHAIN_ANVIL_PORT) to a free port",
+        )
+
+
+class AnvilPortTaken(PolchainLedgerError):
+    """Something that is not this data folder's Anvil answers on the embedded chain's port."""
+
+    def __init__(self, url: str, port: int, state_file: str) -> None:
+        self.url = url
+        self.port = port
+        super().__init__(
+            f"a node that is not this data folder's Anvil (state {state_file}) answers at "
+            f"{url}; refusing to use another folder's chain",
+            hint=f"set anvil_port in config.toml (or POLCHAIN_ANVIL_PORT) to a free port, "
+            f"or stop whatever listens on port {port}",
+        )
+
+
+class ChainStateCorrupt(PolchainLedgerError):
+    """The embedded chain's state file is empty or unparseable and no good copy exists."""
+
+    def __init__(self, state_file: str, why: str) -> None:
+        self.state_file = state_file
+        super().__init__(
+            f"the embedded chain's state {state_file} is unusable ({why}) and there is no "
+            "good copy to restore",
+            hint="move the file away to start a new, empty chain (it is kept untouched)",
         )
 
 
@@ -287,6 +318,20 @@ class SignerNotVerifier(ContractRevert):
 @_revert("ProofLedgerInvalidQuorum", "invalid quorum {quorum} (must be 1..65535)")
 class InvalidQuorum(ContractRevert):
     """Quorum out of range."""
+
+
+@_revert(
+    "ProofLedgerTooManyOpenChallenges",
+    "{challenger} already has {open} open challenges without a bond (at most {limit}); "
+    "wait for one to resolve, or ask the admin for a higher limit",
+)
+class TooManyOpenChallenges(ContractRevert):
+    """The per-challenger limit on open unbonded challenges is reached."""
+
+
+@_revert("ProofLedgerInvalidUnbondedLimit", "invalid limit {limit} (must be 1..4294967295)")
+class InvalidUnbondedLimit(ContractRevert):
+    """The limit on open unbonded challenges must be at least one."""
 
 
 @_revert("ProofLedgerBondTooLarge", "bond {bond} wei does not fit in 128 bits")

@@ -231,7 +231,13 @@ class LedgerReader:
         log_range: int | None = None,
     ) -> None:
         self.url = rpc_url
-        self.address: str = checksum_address(address)
+        try:
+            self.address: str = checksum_address(address)
+        except ValueError:
+            raise PolchainLedgerError(
+                f"{address!r} is not a contract address (0x and 40 hex digits)",
+                hint="pass the ProofLedger address printed by `polchain deploy`",
+            ) from None
         self.deploy_block = deploy_block
         self.log_range = log_range
         self.abi = abi()
@@ -498,6 +504,16 @@ class LedgerReader:
         """The challenge bond in wei."""
         (b,) = self.call("challengeBond")
         return int(b)
+
+    def max_open_unbonded(self) -> int:
+        """The most open unbonded challenges one challenger may hold at a time."""
+        (n,) = self.call("maxOpenUnbondedChallenges")
+        return int(n)
+
+    def open_unbonded(self, challenger: str) -> int:
+        """The open challenges ``challenger`` opened without a bond."""
+        (n,) = self.call("openUnbondedChallenges", checksum_address(challenger))
+        return int(n)
 
     def pending_withdrawal(self, payee: str) -> int:
         """Wei withdrawable by ``payee``."""
