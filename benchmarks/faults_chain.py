@@ -396,7 +396,7 @@ def bound_proof(node: KillableChain, out: Path, src: Path | None = None) -> tupl
     src = src or trained_proof()
     spec = TaskSpec.from_bytes((src / "spec.json").read_bytes())
     settings = Settings(home=node.data, anvil_port=node.port)
-    binding, client, store = register_spec(settings, spec, out, TRAINER)
+    binding, client, store, spec = register_spec(settings, spec, out, TRAINER)
     rebind_proof(src, out, binding.run_id_bytes)
     RunBinding.write(binding, out)
     node.address = client.address

@@ -34,3 +34,16 @@ if [ ! -f node_modules/.polchain-stamp ] || [ "$(cat node_modules/.polchain-stam
   npm ci --no-audit --no-fund --loglevel=error
   echo "$NPM_STAMP" > node_modules/.polchain-stamp
 fi
+
+# --- Sandbox ------------------------------------------------------------
+# The verifier replays other people's code under bubblewrap (docs/sandbox.md).
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[bootstrap] installing bubblewrap (the verifier's sandbox)"
+    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+      || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1)) \
+      || echo "[bootstrap] could not install bubblewrap: the agent will not vote on bundled proofs" >&2
+  else
+    echo "[bootstrap] bubblewrap (bwrap) is missing: install it (apt-get install bubblewrap) so the agent can replay proofs" >&2
+  fi
+fi

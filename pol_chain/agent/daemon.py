@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,6 +89,8 @@ class VerifierAgent:
         policy: Policy | None = None,
         device: str | None = None,
         availability_deadline: float = DEFAULT_AVAILABILITY_DEADLINE,
+        hide: Sequence[Path] = (),
+        calibration: Mapping[str, Mapping[str, float]] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
@@ -96,6 +98,8 @@ class VerifierAgent:
         self.work_dir = work_dir
         self.policy = policy
         self.device = device or _best_device()
+        self.hide = [Path(p) for p in hide]
+        self.calibration = dict(calibration or {})
         self.availability_deadline = availability_deadline
         self.log = log or (lambda _msg: None)
         account = client.account
@@ -301,27 +305,73 @@ class VerifierAgent:
                 self.client.seal_randomness(challenge_id)  # re-anchors to a future block
         return None
 
+    def _policy_for(self, spec_bytes: bytes) -> Policy | None:
+        """The policy for a proof recorded on ``spec``'s device: the configured one on the
+        same kind of device; on another kind, the calibrated thresholds for that pair —
+        none means this agent cannot judge the replay (no vote)."""
+        from pol_chain.format import TaskSpec
+        from pol_chain.proof.errors import CannotVerify
+        from pol_chain.proof.policy import Policy
+
+        policy = self.policy or Policy()
+        try:
+            recorded = str(TaskSpec.from_bytes(spec_bytes).environment.get("device", "cpu"))
+        except FormatError:
+            return policy  # the verifier reports the spec
+        pair = f"{_kind(recorded)}->{_kind(self.device)}"
+        if _kind(recorded) == _kind(self.device):
+            return policy
+        found = self.calibration.get(pair)
+        if found is None:
+            raise CannotVerify(
+                f"the run was recorded on {recorded}, this agent replays on {self.device} "
+                f"and has no calibration for {pair}",
+                hint="run `polchain calibrate --proof DIR` on an honest proof of that device",
+            )
+        return replace(policy, rho=float(found["rho"]), c=float(found["c"]))
+
     def _verify(self, challenge_id: int, info: ChallengeInfo, seed: bytes) -> None:
         """Verify the challenged run and record the verdict; :class:`_NoVote` when this
         pass cannot reach one that depends on the proof alone."""
         from pol_chain.compose.fetch import ProofRefused, fetch_proof
+        from pol_chain.compose.replay import check_lineage, fetch_parent, runner_for
+        from pol_chain.format import TaskSpec
         from pol_chain.proof.errors import ArtefactUnavailable
         from pol_chain.proof.verifier import verify
 
         out_dir = self.work_dir / "reports" / f"challenge-{challenge_id}"
+        runner = None
         try:
             fetched = fetch_proof(self.client, self.store, info.run_id)
+            check_lineage(self.client, fetched.spec_bytes, fetched.history)
+            policy = self._policy_for(fetched.spec_bytes)
             self.log(
                 f"challenge {challenge_id}: verifying run 0x{info.run_id.hex()[:12]}… "
                 f"on {self.device}"
             )
+            runner = runner_for(
+                fetched.spec_bytes,
+                fetched.run_seed,
+                fetched.source,
+                work_dir=self.work_dir / "sandbox",
+                device=self.device,
+                hide=self.hide,
+            )
+            parent = None
+            if runner is None:  # a v1 spec: the installed task, if it is the same
+                try:
+                    parent = fetch_parent(TaskSpec.from_bytes(fetched.spec_bytes), fetched.source)
+                except FormatError:
+                    parent = None
             report = verify(
                 fetched.manifest,
                 fetched.source,
                 challenge_seed=seed,
-                policy=self.policy,
+                policy=policy,
                 device=self.device,
                 out_dir=out_dir,
+                runner=runner,
+                parent_model=parent,
                 **fetched.verify_kwargs(),
             )
         except ProofRefused as exc:
@@ -333,6 +383,9 @@ class VerifierAgent:
             raise _NoVote(f"waiting for artefacts: {exc}", missing=True) from exc
         except Exception as exc:  # noqa: BLE001 - the verifier's trouble, never the trainer's
             raise _NoVote(_trouble_line(exc)) from exc
+        finally:
+            if runner is not None:
+                runner.close()
         self._pin(challenge_id, info.run_id, report, out_dir)
 
     def _record_failure(
@@ -399,6 +452,11 @@ def _trouble_line(exc: BaseException) -> str:
     if isinstance(exc, KuboUnreachable | ConnectionError | TimeoutError):
         return f"store unreachable: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _kind(device: str) -> str:
+    """The device kind: ``cuda`` or ``cpu`` (``cuda:1`` → ``cuda``)."""
+    return device.split(":", 1)[0]
 
 
 def _best_device() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -42,17 +43,22 @@ def agent(
     cos: CosOpt = None,
     random_segments: RandomOpt = None,
     top_q: TopQOpt = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Replay on this device (cpu, cuda, cuda:1); default: cuda if visible."),
+    ] = None,
     account: AccountOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run the verifier agent: fetch, replay, pin the report and attest on-chain.
+    """Run the verifier agent: fetch, replay (the proof's code bundle, sandboxed), pin the
+    report and attest on-chain.
 
     Example: polchain agent --once
     """
     from pol_chain.agent import ChallengeOutcome, VerifierAgent
     from pol_chain.agent.daemon import DEFAULT_AVAILABILITY_DEADLINE
     from pol_chain.compose.context import open_ledger, open_store
-    from pol_chain.compose.policy import policy_from
+    from pol_chain.compose.policy import load_calibration, policy_from
     from pol_chain.errors import PolchainError
 
     settings = current_settings(
@@ -74,12 +80,16 @@ def agent(
                 f"{client.account.address} does not hold the verifier role on {client.address}",
                 hint="the ledger admin grants it (embedded chain: dev account 1 has it)",
             )
+        hide = [settings.home] + ([Path(settings.keystore)] if settings.keystore else [])
         return VerifierAgent(
             client,
             open_store(settings),
             settings.home / "agent",
             policy=policy_from(settings),
+            device=device,
             availability_deadline=deadline,
+            hide=hide,
+            calibration=load_calibration(settings.home),
             log=None if json_out else info,
         )
 

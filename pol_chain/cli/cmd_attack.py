@@ -65,7 +65,7 @@ def forge(
     if not model.is_file():
         raise PolchainError(f"{model}: no such model file")
     spec = build_spec(task)
-    binding, _, _ = register_spec(current_settings(), spec, out, account)
+    binding, _, _, spec = register_spec(current_settings(), spec, out, account)
     forged = forge_interpolated_proof(model, out, spec, binding.run_id_bytes, binding.run_seed)
     binding.write(out)  # the forger rewrites the directory
     result = _summary(binding, forged, "forge")
@@ -91,13 +91,14 @@ def copy(
     """
     from pol_chain.attacks import rebind_proof
     from pol_chain.compose.registration import register_spec
-    from pol_chain.format import TaskSpec
+    from pol_chain.format import BUNDLE_FILE, TaskSpec
 
     spec_file = proof_dir / "spec.json"
     if not spec_file.is_file():
         raise PolchainError(f"{proof_dir} is not a proof directory (no spec.json)")
     spec = TaskSpec.from_bytes(spec_file.read_bytes())
-    binding, _, _ = register_spec(current_settings(), spec, out, account)
+    code = (proof_dir / BUNDLE_FILE).read_bytes() if (proof_dir / BUNDLE_FILE).is_file() else None
+    binding, _, _, spec = register_spec(current_settings(), spec, out, account, code=code)
     forged = rebind_proof(proof_dir, out, binding.run_id_bytes)
     (out / "published.json").unlink(missing_ok=True)  # the victim's CID cache
     shutil.rmtree(out / "verification", ignore_errors=True)  # the victim's local report

@@ -148,7 +148,7 @@ def register(
     from pol_chain.compose.registration import build_spec, register_spec
 
     spec = build_spec(task, _config(epochs, k, set_values, config_file))
-    binding, _, _ = register_spec(current_settings(), spec, out, account)
+    binding, _, _, spec = register_spec(current_settings(), spec, out, account)
     result = {**binding.__dict__, "run_seed": "0x" + binding.run_seed.hex(), "proof_dir": str(out)}
     if json_out:
         emit_json(result)
@@ -194,7 +194,7 @@ def train(
         done = _finished(out)
     else:
         spec = build_spec(task, _config(epochs, k, set_values, config_file))
-        binding, client, store = register_spec(settings, spec, out, account)
+        binding, client, store, spec = register_spec(settings, spec, out, account)
         if not json_out:
             info(f"registered run {binding.run_id}")
     publisher = Publisher(out, store, client, binding)

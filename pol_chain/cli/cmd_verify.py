@@ -108,38 +108,72 @@ def verify(
     policy = policy_from(settings, full=full)
     path = Path(target)
     context: dict[str, str] = {"target": target, "challenge seed": "0x" + challenge_seed.hex()}
+    hide = [settings.home] + ([Path(settings.keystore)] if settings.keystore else [])
     if path.is_dir():
+        from pol_chain.compose.replay import runner_for
         from pol_chain.format import RunBinding
+        from pol_chain.proof.errors import CannotVerify
+        from pol_chain.proof.manifest import DirectorySource
         from pol_chain.proof.verifier import verify_dir
 
         binding = RunBinding.read(path)
         out = report_dir or path / "verification"
-        report = verify_dir(
-            path,
-            run_id=binding.run_id_bytes,
-            run_seed=binding.run_seed,
-            challenge_seed=challenge_seed,
-            policy=policy,
-            out_dir=out,
-        )
+        kwargs: dict[str, Any] = {
+            "run_id": binding.run_id_bytes,
+            "run_seed": binding.run_seed,
+            "challenge_seed": challenge_seed,
+            "policy": policy,
+            "out_dir": out,
+        }
+        try:  # the code installed here, when it packs to the committed bundle
+            report = verify_dir(path, **kwargs)
+        except CannotVerify:  # else the directory's own bundle, sandboxed
+            source = DirectorySource(path)
+            runner = runner_for(
+                (path / "spec.json").read_bytes(),
+                binding.run_seed,
+                source,
+                work_dir=settings.home / "sandbox",
+                hide=hide,
+            )
+            if runner is None:
+                raise
+            try:
+                report = verify_dir(path, runner=runner, **kwargs)
+            finally:
+                runner.close()
         context["run"] = binding.run_id
     else:
         from pol_chain.compose.context import open_ledger, open_store
         from pol_chain.compose.fetch import fetch_proof
+        from pol_chain.compose.replay import check_lineage, runner_for
         from pol_chain.compose.targets import resolve_run
 
         ledger = open_ledger(settings, read_only=True)
         run_id = resolve_run(ledger, target)
         fetched = fetch_proof(ledger, open_store(settings), run_id)
+        check_lineage(ledger, fetched.spec_bytes, fetched.history)
         out = report_dir or Path(f"verification-{run_id.hex()[:12]}")
-        report = verify_proof(
-            fetched.manifest,
+        remote = runner_for(
+            fetched.spec_bytes,
+            fetched.run_seed,
             fetched.source,
-            challenge_seed=challenge_seed,
-            policy=policy,
-            out_dir=out,
-            **fetched.verify_kwargs(),
+            work_dir=settings.home / "sandbox",
+            hide=hide,
         )
+        try:
+            report = verify_proof(
+                fetched.manifest,
+                fetched.source,
+                challenge_seed=challenge_seed,
+                policy=policy,
+                out_dir=out,
+                runner=remote,
+                **fetched.verify_kwargs(),
+            )
+        finally:
+            if remote is not None:
+                remote.close()
         context["run"] = "0x" + run_id.hex()
     png = out / "report.png"
     html = write_html_report(report, png if png.exists() else None, out / "report.html", context)
@@ -184,34 +218,64 @@ def _num(value: float | None) -> str:
 @app.command()
 def calibrate(
     task: Annotated[str, typer.Argument(help="Task to calibrate on.")] = "digits",
-    segments: Annotated[int, typer.Option(help="Segments to replay.")] = 4,
+    segments: Annotated[int, typer.Option(help="Segments to replay.", min=1)] = 4,
+    proof: Annotated[
+        Path | None,
+        typer.Option(
+            help="Calibrate on this honest proof directory (e.g. recorded on a GPU) "
+            "instead of training one here.",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="Replay on this device.")] = "cpu",
+    save: Annotated[
+        bool,
+        typer.Option(help="Record the recommendation for this device pair (the agent uses it)."),
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure honest reproduction error on this hardware and recommend ρ and c.
 
     Example: polchain calibrate digits --json
     """
+    from pol_chain.compose.policy import save_calibration
     from pol_chain.compose.registration import build_spec
+    from pol_chain.format import RunBinding, TaskSpec
     from pol_chain.proof import train as train_loop
     from pol_chain.proof.calibration import calibrate as calibrate_proof
 
-    spec = build_spec(task, {"epochs": 1})
     with tempfile.TemporaryDirectory(prefix="polchain-calibrate-") as tmp:
-        run_id, run_seed = os.urandom(32), os.urandom(32)
-        if not json_out:
-            steps = spec.total_steps // max(1, spec.epochs)
-            info(f"training one epoch of {task} to calibrate on ({steps} steps)")
-        train_loop(spec, Path(tmp), run_id, run_seed)
-        result = calibrate_proof(Path(tmp), run_seed, segments=segments)
+        if proof is None:
+            spec = build_spec(task, {"epochs": 1})
+            run_id, run_seed = os.urandom(32), os.urandom(32)
+            if not json_out:
+                steps = spec.total_steps // max(1, spec.epochs)
+                info(f"training one epoch of {task} to calibrate on ({steps} steps)")
+            train_loop(spec, Path(tmp), run_id, run_seed)
+            proof_dir = Path(tmp)
+        else:
+            proof_dir = proof
+            run_seed = RunBinding.read(proof).run_seed
+            spec = TaskSpec.from_bytes((proof / "spec.json").read_bytes())
+        result = calibrate_proof(proof_dir, run_seed, segments=segments, device=device)
+    recorded = str(spec.environment.get("device", "cpu")).split(":")[0]
+    pair = f"{recorded}->{device.split(':')[0]}"
+    rec = result["recommended"]
+    if save:
+        result["saved"] = {
+            "pair": pair,
+            "path": str(save_calibration(current_settings().home, pair, rec["rho"], rec["c"])),
+        }
     if json_out:
         emit_json(result)
         return
-    rec = result["recommended"]
     honest = result["honest"]
     info(
         f"honest max normalized error {honest['max_normalized_error']:.3e}, "
         f"min direction cosine {honest['min_direction_cosine']:.6f}"
     )
     info(f"bitwise identical replay: {result['bitwise_identical']}")
-    info(f"recommended: rho = {rec['rho']:.3e}, c = {rec['c']:.4f}")
-    info("set them under \\[policy] in the config file (rho, cos)")
+    info(f"recommended for {pair}: rho = {rec['rho']:.3e}, c = {rec['c']:.4f}")
+    if save:
+        info(f"saved for the agent in {result['saved']['path']}")
+    else:
+        info("set them under \\[policy] in the config file (rho, cos)")

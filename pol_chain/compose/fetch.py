@@ -139,6 +139,24 @@ def check_history(ledger: LedgerReader, history: RunHistory, block: int) -> None
             )
 
 
+def spec_locators(spec_bytes: bytes) -> dict[bytes, str]:
+    """``{sha256: cid}`` of what the spec locates (code bundle, dataset index, parent
+    model); nothing when it does not parse (the verifier then reports spec_invalid)."""
+    from pol_chain.format import TaskSpec
+
+    try:
+        spec = TaskSpec.from_bytes(spec_bytes)
+    except FormatError:
+        return {}
+    found = {}
+    for locator in (spec.bundle, spec.dataset.index):
+        if locator is not None and locator.cid:
+            found[locator.sha256] = locator.cid
+    if spec.init.model_digest is not None and spec.init.model_cid:
+        found[spec.init.model_digest] = spec.init.model_cid
+    return found
+
+
 def fetch_proof(ledger: LedgerReader, store: ArtefactStore, run_id: bytes) -> FetchedProof:
     """Read run ``run_id`` from the chain (logs checked against the contract's state at
     one pinned block) and fetch its spec and manifest from ``store``."""
@@ -169,6 +187,7 @@ def fetch_proof(ledger: LedgerReader, store: ArtefactStore, run_id: bytes) -> Fe
     cids: dict[bytes, str] = {history.spec_digest: history.spec_cid, **manifest.cids()}
     if history.model_digest is not None and history.model_cid:
         cids[history.model_digest] = history.model_cid
+    cids.update(spec_locators(spec_bytes))
     seed = run_seed(ledger.chain_id, ledger.address, history.run_id)
     return FetchedProof(
         history,

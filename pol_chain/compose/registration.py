@@ -4,13 +4,14 @@ of a proof directory to it."""
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pol_chain.config import Settings
 from pol_chain.errors import PolchainError
-from pol_chain.format import BINDING_FILE, MANIFEST_FILE, SPEC_FILE, RunBinding, to_hex
+from pol_chain.format import BINDING_FILE, BUNDLE_FILE, MANIFEST_FILE, SPEC_FILE, RunBinding, to_hex
 
 if TYPE_CHECKING:
     from pol_chain.ledger import LedgerClient
@@ -173,8 +174,22 @@ def build_spec(task: str, config: Mapping[str, Any] | None = None) -> TaskSpec:
         ) from None
 
 
-def register_spec(settings: Settings, spec: TaskSpec, out: Path, account: int | None) -> BoundRun:
-    """Store the spec, register a run for it and bind ``out`` to that run."""
+def sha256(data: bytes) -> bytes:
+    """SHA-256 of ``data``."""
+    return hashlib.sha256(data).digest()
+
+
+def register_spec(
+    settings: Settings,
+    spec: TaskSpec,
+    out: Path,
+    account: int | None,
+    *,
+    code: bytes | None = None,
+) -> tuple[RunBinding, LedgerClient, ArtefactStore, TaskSpec]:
+    """Store the code bundle (``code``, or packed from this machine's files) and the spec,
+    register a run for it and bind ``out`` to that run; return the binding, ledger, store
+    and the spec as registered (naming the bundle's CID)."""
     from pol_chain.compose.context import open_ledger, open_store
 
     if (out / MANIFEST_FILE).exists() or (out / BINDING_FILE).exists():
@@ -184,6 +199,19 @@ def register_spec(settings: Settings, spec: TaskSpec, out: Path, account: int | 
         )
     store = open_store(settings)
     client = open_ledger(settings, account=account)
+    if spec.bundle is not None:  # store the code bundle and name its CID in the spec
+        from dataclasses import replace
+
+        from pol_chain.proof.spec import bundle_bytes
+
+        code = bundle_bytes(spec.entry) if code is None else code
+        if sha256(code) != spec.bundle.sha256:
+            raise PolchainError(
+                f"the code of {spec.entry} changed since its spec was made",
+                hint="build the spec again (the bundle packs the code as it is now)",
+            )
+        cid = store.put_bytes(code, name=BUNDLE_FILE)
+        spec = spec.replace(bundle=replace(spec.bundle, cid=cid))
     spec_bytes = spec.to_bytes()
     spec_cid = store.put_bytes(spec_bytes, name=SPEC_FILE)
     registered = client.register_run(spec.digest, spec_cid)
@@ -197,8 +225,10 @@ def register_spec(settings: Settings, spec: TaskSpec, out: Path, account: int | 
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_FILE).write_bytes(spec_bytes)
+    if code is not None:
+        (out / BUNDLE_FILE).write_bytes(code)
     binding.write(out)
-    return binding, client, store
+    return binding, client, store, spec
 
 
 def open_bound(settings: Settings, proof_dir: Path, account: int | None) -> BoundRun:

@@ -23,6 +23,13 @@ from pol_chain.format._json import (
     to_hex,
 )
 from pol_chain.format.binding import BINDING_FILE, NotAProofDir, RunBinding
+from pol_chain.format.bundle import (
+    BundleManifest,
+    CodeBundle,
+    Requirement,
+    read_bundle,
+    write_bundle,
+)
 from pol_chain.format.checkpoint import (
     MODEL_META,
     CheckpointMeta,
@@ -35,6 +42,7 @@ from pol_chain.format.checkpoint import (
 )
 from pol_chain.format.errors import FormatError, SpecError, UnknownFormat
 from pol_chain.format.manifest import (
+    BUNDLE_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     SPEC_FILE,
@@ -53,15 +61,19 @@ from pol_chain.format.names import (
     REPORT_FORMAT,
     SAMPLE_LEAF_RULE,
     SEGMENT_FORMAT,
+    SEGMENT_FORMAT_V2,
     SPEC_FORMAT,
+    SPEC_FORMAT_V1,
 )
 from pol_chain.format.reasons import Reason
 from pol_chain.format.report import Check, Metrics, Report, SegmentResult, Thresholds
 from pol_chain.format.segment import Segment, SegmentStep
-from pol_chain.format.spec import DatasetCommitment, InitRule, TaskSpec
+from pol_chain.format.spec import ACCUMULATION, DatasetCommitment, InitRule, Locator, TaskSpec
 
 __all__ = [
+    "ACCUMULATION",
     "BINDING_FILE",
+    "BUNDLE_FILE",
     "CHECKPOINT_FORMAT",
     "MANIFEST_FILE",
     "MANIFEST_FORMAT",
@@ -71,21 +83,27 @@ __all__ = [
     "REPORT_FORMAT",
     "SAMPLE_LEAF_RULE",
     "SEGMENT_FORMAT",
+    "SEGMENT_FORMAT_V2",
     "SPEC_FILE",
     "SPEC_FORMAT",
+    "SPEC_FORMAT_V1",
     "ArtefactRef",
+    "BundleManifest",
     "Check",
     "CheckpointMeta",
+    "CodeBundle",
     "DatasetCommitment",
     "FinalModel",
     "FormatError",
     "InitRule",
     "JsonObject",
+    "Locator",
     "Manifest",
     "ManifestEntry",
     "Metrics",
     "NotAProofDir",
     "Reason",
+    "Requirement",
     "Report",
     "RunBinding",
     "SegmentResult",
@@ -105,8 +123,10 @@ __all__ = [
     "parse_digest",
     "parse_header",
     "parse_json",
+    "read_bundle",
     "polchain_meta_of",
     "require_published",
     "segment_name",
     "to_hex",
+    "write_bundle",
 ]

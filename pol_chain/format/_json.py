@@ -310,13 +310,15 @@ class JsonObject:
             raise self.fail(key, f"has more than {max_len} entries")
         return dict(value)
 
-    def format(self, expected: builtins.str) -> None:
-        """Require ``format == expected`` (:class:`UnknownFormat` otherwise)."""
+    def format(self, *accepted: builtins.str) -> builtins.str:
+        """Require ``format`` to be one of ``accepted`` (:class:`UnknownFormat` naming
+        them otherwise); return it."""
         from pol_chain.format.errors import UnknownFormat
 
         found = self.value.get("format")
-        if found != expected:
-            raise UnknownFormat(self.what, found, expected)
+        if found not in accepted:
+            raise UnknownFormat(self.what, found, accepted)
+        return str(found)
 
 
 def parse_digest(text: str, fail: Any = None) -> bytes:

@@ -33,14 +33,15 @@ class FormatError(PolchainError, ValueError):
 class UnknownFormat(FormatError):
     """An artefact names a format (or version) this parser does not read."""
 
-    def __init__(self, what: str, found: object, expected: str) -> None:
+    def __init__(self, what: str, found: object, accepted: tuple[str, ...]) -> None:
+        names = " or ".join(repr(a) for a in accepted)
         super().__init__(
             what,
-            f"format {found!r} is not {expected!r} (written by another pol_chain version?)",
+            f"format {found!r} is not {names} (written by another pol_chain version?)",
             field="format",
         )
         self.found = found
-        self.expected = expected
+        self.accepted = accepted
 
 
 class SpecError(FormatError):

@@ -3,6 +3,7 @@
 Layout of a proof directory::
 
     spec.json                          canonical spec bytes
+    bundle.tar                         the task's code bundle (its digest in the spec)
     checkpoints/000000.safetensors     checkpoint i (0 = W0)
     segments/000001.json               segment i (steps of checkpoint i-1 → i), i ≥ 1
     model.safetensors                  final model (params + buffers), after finalization
@@ -39,6 +40,7 @@ from pol_chain.format.errors import FormatError
 from pol_chain.format.names import MANIFEST_FORMAT
 
 __all__ = [
+    "BUNDLE_FILE",
     "MANIFEST_FILE",
     "MODEL_FILE",
     "SPEC_FILE",
@@ -52,6 +54,7 @@ __all__ = [
 
 MANIFEST_FILE = "manifest.json"
 SPEC_FILE = "spec.json"
+BUNDLE_FILE = "bundle.tar"
 MODEL_FILE = "model.safetensors"
 MAX_ENTRIES = 1 << 22
 MAX_MANIFEST_BYTES = 1 << 30

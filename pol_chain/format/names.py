@@ -11,27 +11,40 @@ from __future__ import annotations
 
 __all__ = [
     "BINDING_FORMAT",
+    "BUNDLE_FORMAT",
     "CHALLENGE_DOMAIN",
     "CHECKPOINT_FORMAT",
     "MANIFEST_FORMAT",
     "MODEL_FORMAT",
     "REPORT_FORMAT",
+    "REPORT_FORMAT_V1",
     "SAMPLE_LEAF_RULE",
+    "SANDBOX_FORMAT",
     "SEED_DOMAIN",
     "SEGMENT_FORMAT",
     "SEGMENT_FORMAT_V2",
     "SPEC_FORMAT",
+    "SPEC_FORMAT_V1",
 ]
 
-SPEC_FORMAT = "polchain-spec-v1"
+SPEC_FORMAT = "polchain-spec-v2"
+"""Specs with a code bundle, dataset index and parent locators (what pol_chain writes)."""
+SPEC_FORMAT_V1 = "polchain-spec-v1"
+"""Specs with the entry module's source digest (read, never written)."""
 MANIFEST_FORMAT = "polchain-manifest-v1"
 SEGMENT_FORMAT = "polchain-segment-v1"
 SEGMENT_FORMAT_V2 = "polchain-segment-v2"
 """Segments with several micro-batches per step (gradient accumulation)."""
 CHECKPOINT_FORMAT = "polchain-checkpoint-v1"
 MODEL_FORMAT = "polchain-model-v1"
-REPORT_FORMAT = "polchain-report-v1"
+REPORT_FORMAT = "polchain-report-v2"
+"""Reports; v2 adds the reasons ``code_failure`` and ``lineage``."""
+REPORT_FORMAT_V1 = "polchain-report-v1"
 BINDING_FORMAT = "polchain-binding-v1"
+BUNDLE_FORMAT = "polchain-bundle-v1"
+SANDBOX_FORMAT = "polchain-sandbox-v1"
+"""Requests and statuses crossing the sandbox boundary."""
+"""The manifest inside a code bundle."""
 
 SAMPLE_LEAF_RULE = "polchain-sample-v1"
 """Per-sample dataset leaf rule (the spec's ``dataset.leaf_rule``)."""

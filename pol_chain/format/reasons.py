@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Reason"]
+__all__ = ["V1_REASONS", "Reason"]
 
 
 class Reason(enum.StrEnum):
@@ -29,6 +29,8 @@ class Reason(enum.StrEnum):
     REPLAY_DISTANCE = "replay_distance"
     DIRECTION = "direction"
     MODEL_DIGEST_MISMATCH = "model_digest_mismatch"
+    CODE_FAILURE = "code_failure"
+    LINEAGE = "lineage"
 
     @property
     def description(self) -> str:
@@ -51,4 +53,9 @@ _DESCRIPTIONS: dict[Reason, str] = {
     Reason.REPLAY_DISTANCE: "the replay lands too far from the next checkpoint",
     Reason.DIRECTION: "the replayed update points elsewhere than the claimed one",
     Reason.MODEL_DIGEST_MISMATCH: "the last checkpoint is not the claimed model",
+    Reason.CODE_FAILURE: "the committed code bundle fails the same way on every try",
+    Reason.LINEAGE: "the parent is not a claim finalized before the run, or the run claims it",
 }
+
+V1_REASONS = frozenset(r for r in Reason if r not in (Reason.CODE_FAILURE, Reason.LINEAGE))
+"""The reasons a ``polchain-report-v1`` may carry."""

@@ -1,4 +1,5 @@
-"""The verification report (``polchain-report-v1``): canonical JSON, digest on-chain.
+"""The verification report (``polchain-report-v2``; v1 still parses): canonical JSON,
+its digest on-chain.
 
 Shape::
 
@@ -30,8 +31,8 @@ from pol_chain.format._json import (
     to_hex,
 )
 from pol_chain.format.errors import FormatError
-from pol_chain.format.names import REPORT_FORMAT
-from pol_chain.format.reasons import Reason
+from pol_chain.format.names import REPORT_FORMAT, REPORT_FORMAT_V1
+from pol_chain.format.reasons import V1_REASONS, Reason
 
 __all__ = ["Check", "Metrics", "Report", "SegmentResult", "Thresholds"]
 
@@ -255,7 +256,7 @@ class Report(CanonicalRecord):
     def from_json(cls, value: Any) -> Report:
         """Parse and validate a report object."""
         obj = JsonObject(value, "report")
-        obj.format(REPORT_FORMAT)
+        v1 = obj.format(REPORT_FORMAT, REPORT_FORMAT_V1) == REPORT_FORMAT_V1
         obj.only(
             (
                 "bitwise_identical",
@@ -277,11 +278,14 @@ class Report(CanonicalRecord):
         )
         checks = obj.obj("checks")
         thresholds = obj.obj("thresholds").only(("c", "rho"))
+        reasons = _reasons(obj, "reasons")
+        if v1 and not set(reasons) <= V1_REASONS:
+            raise obj.fail("reasons", "a v1 report cannot carry a v2 reason")
         return cls(
             run_id=obj.digest("run_id"),
             challenge_seed=obj.digest("challenge_seed"),
             verdict=obj.str("verdict", 8),
-            reasons=_reasons(obj, "reasons"),
+            reasons=reasons,
             checks={name: Check.from_json(checks.obj(name)) for name in checks.value},
             segments=tuple(
                 SegmentResult.from_json(JsonObject(s, "report", f"segments[{i}]"))

@@ -162,8 +162,7 @@ class Segment(CanonicalRecord):
     def from_json(cls, value: Any, what: str = "segment") -> Segment:
         """Parse and validate a segment object."""
         obj = JsonObject(value, what)
-        version = 2 if obj.value.get("format") == SEGMENT_FORMAT_V2 else 1
-        obj.format(SEGMENT_FORMAT_V2 if version == 2 else SEGMENT_FORMAT)
+        version = 2 if obj.format(SEGMENT_FORMAT, SEGMENT_FORMAT_V2) == SEGMENT_FORMAT_V2 else 1
         obj.only(("end_step", "format", "index", "start_step", "steps"))
         items = obj.list("steps", MAX_STEPS)
         steps = tuple(

@@ -14,6 +14,7 @@ from pol_chain.format.reasons import Reason
 __all__ = [
     "ArtefactUnavailable",
     "CannotVerify",
+    "CodeFailure",
     "IntegrityError",
     "MalformedArtefactError",
     "MembershipError",
@@ -76,3 +77,10 @@ class ArtefactUnavailable(CannotVerify):
         super().__init__(f"{what} (sha256 0x{digest.hex()}) is not available")
         self.what = what
         self.digest = digest
+
+
+class CodeFailure(ProofError):
+    """The proof's committed code fails the same way on every try (or writes malformed
+    results): a verdict against the run, not the verifier's trouble."""
+
+    reason = Reason.CODE_FAILURE

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pol_chain.format import MANIFEST_FILE, SPEC_FILE, Manifest, to_hex
+from pol_chain.format import BUNDLE_FILE, MANIFEST_FILE, SPEC_FILE, Manifest, to_hex
 from pol_chain.proof.errors import IntegrityError, MalformedArtefactError
 
 __all__ = [
@@ -51,9 +51,10 @@ class DirectorySource:
     def __init__(self, proof_dir: Path | str) -> None:
         self.root = Path(proof_dir)
         self._paths: dict[bytes, Path] = {}
-        spec = self.root / SPEC_FILE
-        if spec.exists():
-            self._paths[hashlib.sha256(spec.read_bytes()).digest()] = spec
+        for name in (SPEC_FILE, BUNDLE_FILE):
+            path = self.root / name
+            if path.exists():
+                self._paths[hashlib.sha256(path.read_bytes()).digest()] = path
         manifest = self.manifest()
         for entry in manifest.entries:
             for ref in entry.refs():
@@ -113,7 +114,7 @@ def inspect_proof(proof_dir: Path | str) -> ProofStatus:
         str(p.relative_to(root))
         for p in root.rglob("*")
         if p.is_file()
-        and p.name not in (MANIFEST_FILE, SPEC_FILE)
+        and p.name not in (MANIFEST_FILE, SPEC_FILE, BUNDLE_FILE)
         and str(p.relative_to(root)) not in listed
     )
     last = manifest.entries[-1] if manifest.entries else None

@@ -66,6 +66,10 @@ class TaskRunner(Protocol):
         """Replay every job; ``{segment index: result}``."""
         ...
 
+    def close(self) -> None:
+        """Release what the runner holds (scratch folders)."""
+        ...
+
 
 def leaf_of_sample(sample: Any) -> bytes:
     """The dataset leaf of one sample as a task's dataset returns it (an ``(x, y)``
@@ -120,3 +124,6 @@ class InProcessRunner:
                 continue
             out[job.index] = ReplayResult(state=state)
         return out
+
+    def close(self) -> None:
+        """Nothing to release in-process."""

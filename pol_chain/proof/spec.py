@@ -1,20 +1,32 @@
 """Building run specs on the trainer's machine (the record itself is
-:class:`pol_chain.format.TaskSpec`): environment facts and :func:`make_spec`."""
+:class:`pol_chain.format.TaskSpec`): environment facts, :func:`make_spec` (which packs the
+task's code bundle and commits its dataset) and :func:`check_bundle`."""
 
 from __future__ import annotations
 
 import platform
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from pol_chain.format import DatasetCommitment, InitRule, TaskSpec
+from pol_chain.format import DatasetCommitment, InitRule, Locator, TaskSpec, to_hex, write_bundle
+from pol_chain.proof.bundle import collect_bundle
+from pol_chain.proof.canonical import sha256
 from pol_chain.proof.dataset import MerkleTree
-from pol_chain.proof.task import TaskBundle, resolve_task, task_source_sha256
+from pol_chain.proof.errors import SpecError
+from pol_chain.proof.task import TaskBundle, resolve_task
 
-__all__ = ["TaskSpec", "commit_task_dataset", "environment_facts", "make_spec"]
+__all__ = [
+    "TaskSpec",
+    "bundle_bytes",
+    "check_bundle",
+    "commit_task_dataset",
+    "environment_facts",
+    "make_spec",
+]
 
 
 def environment_facts(device: str = "cpu", deterministic: bool = True) -> dict[str, Any]:
@@ -40,6 +52,24 @@ def commit_task_dataset(bundle: TaskBundle) -> DatasetCommitment:
     return DatasetCommitment(root=MerkleTree(leaves).root, size=len(leaves))
 
 
+def bundle_bytes(entry: str, project: Path | str | None = None) -> bytes:
+    """The code bundle of task ``entry`` packed from this machine's files."""
+    return write_bundle(collect_bundle(entry, project))
+
+
+def check_bundle(spec: TaskSpec, project: Path | str | None = None) -> None:
+    """Raise :class:`SpecError` unless packing the spec's task here gives exactly its
+    committed bundle (then running the installed code is running the committed code)."""
+    if spec.bundle is None:
+        raise SpecError("a v1 spec has no code bundle")
+    local = sha256(bundle_bytes(spec.entry, project))
+    if local != spec.bundle.sha256:
+        raise SpecError(
+            f"the task code of {spec.entry} here packs to {to_hex(local)}, the spec commits "
+            f"{to_hex(spec.bundle.sha256)}"
+        )
+
+
 def make_spec(
     entry: str,
     config: Mapping[str, Any] | None = None,
@@ -47,19 +77,23 @@ def make_spec(
     init: InitRule | Mapping[str, Any] | None = None,
     device: str = "cpu",
     deterministic: bool = True,
+    project: Path | str | None = None,
+    dataset: DatasetCommitment | None = None,
 ) -> TaskSpec:
-    """Build a spec for task ``entry``: merges the task's ``DEFAULT_CONFIG`` with ``config``,
-    hashes the task source and commits to the dataset the task builds."""
+    """Build a spec for task ``entry``: merges the task's ``DEFAULT_CONFIG`` with
+    ``config``, packs its code bundle (its digest and size; the CID is added when it is
+    stored), and commits to the dataset the task builds (or takes ``dataset``)."""
     fn = resolve_task(entry)
     defaults = getattr(sys.modules[fn.__module__], "DEFAULT_CONFIG", {})
     cfg = {**defaults, **dict(config or {})}
-    bundle = fn(cfg, torch.device("cpu"))
-    commitment = commit_task_dataset(bundle)
+    code = bundle_bytes(entry, project)
+    if dataset is None:
+        dataset = commit_task_dataset(fn(cfg, torch.device("cpu")))
     return TaskSpec(
         entry=entry,
-        source_sha256=task_source_sha256(entry),
         config=cfg,
         init=InitRule.coerce(init),
-        dataset=commitment,
+        dataset=dataset,
         environment=environment_facts(device, deterministic),
+        bundle=Locator(sha256(code), None, len(code)),
     )

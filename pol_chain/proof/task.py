@@ -170,9 +170,11 @@ def task_source_sha256(entry: str) -> bytes:
 
 
 def check_source(spec: TaskSpec) -> None:
-    """Raise :class:`SpecError` unless the spec's task resolves here and its local source
-    hashes to the spec's."""
+    """For a v1 spec (no code bundle): raise :class:`SpecError` unless the spec's task
+    resolves here and its local source file hashes to the spec's."""
     resolve_task(spec.entry)
+    if spec.source_sha256 is None:
+        raise SpecError("a v2 spec runs its committed code bundle, not installed code")
     local = task_source_sha256(spec.entry)
     if local != spec.source_sha256:
         raise SpecError(

@@ -37,13 +37,19 @@ from pol_chain.format import (
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.dataset import MerkleTree, verify_membership
 from pol_chain.proof.engine import StepSampler, model_tensors, step_seeds
-from pol_chain.proof.errors import ArtefactUnavailable, CannotVerify, IntegrityError, ProofError
+from pol_chain.proof.errors import (
+    ArtefactUnavailable,
+    CannotVerify,
+    CodeFailure,
+    IntegrityError,
+    ProofError,
+)
 from pol_chain.proof.manifest import ArtefactSource, DirectorySource
 from pol_chain.proof.policy import Policy, select_segments
 from pol_chain.proof.report import write_report
 from pol_chain.proof.runner import InProcessRunner, ReplayJob, TaskRunner
 from pol_chain.proof.serialization import digest_model, load_checkpoint_bytes
-from pol_chain.proof.spec import environment_facts
+from pol_chain.proof.spec import check_bundle, environment_facts
 from pol_chain.proof.task import check_source, configure_determinism
 
 __all__ = ["compare_states", "verify", "verify_dir"]
@@ -452,7 +458,7 @@ def verify(
         return finish(spec_found)
     if runner is None:
         try:
-            check_source(spec)
+            check_source(spec) if spec.version == 1 else check_bundle(spec)
             runner = InProcessRunner(spec, run_seed, device, parent_model, dataset)
         except (ProofError, FormatError) as exc:
             raise CannotVerify(
@@ -461,6 +467,38 @@ def verify(
             ) from None
     ctx = _Ctx(spec, manifest, source, bytes(run_id), bytes(run_seed))
     base["spec_sha256"] = spec.digest
+    try:
+        return _verify_run(
+            ctx,
+            runner,
+            policy,
+            challenge_seed,
+            committed_leaves,
+            committed_accumulator,
+            model_digest,
+            dataset_proofs,
+            finish,
+        )
+    except CodeFailure as exc:
+        ctx.found.fail("replay", Reason.CODE_FAILURE, str(exc))
+        return finish(ctx.found)
+    except FormatError as exc:  # what the runner found malformed in the proof's data
+        ctx.found.fail("integrity", exc.reason, str(exc))
+        return finish(ctx.found)
+
+
+def _verify_run(
+    ctx: _Ctx,
+    runner: TaskRunner,
+    policy: Policy,
+    challenge_seed: bytes,
+    committed_leaves: Sequence[bytes] | None,
+    committed_accumulator: bytes | None,
+    model_digest: bytes | None,
+    dataset_proofs: Callable[[int], Sequence[bytes]] | None,
+    finish: Callable[..., Report],
+) -> Report:
+    spec, manifest, run_seed = ctx.spec, ctx.manifest, ctx.run_seed
     entries = manifest.entries
     _check_leaves(ctx, committed_leaves, committed_accumulator)
     if not entries:

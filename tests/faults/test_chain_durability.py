@@ -8,6 +8,8 @@ import pytest
 from pol_chain.ledger.accounts import dev_account
 from pol_chain.ledger.client import LedgerClient, connect_web3
 
+pytestmark = pytest.mark.fault("data_lost")
+
 
 @pytest.mark.parametrize("op", fc.OPS)
 def test_sigkill_right_after_an_acknowledged_transaction_loses_nothing(op: str) -> None:

@@ -11,6 +11,7 @@ from cli.test_errors import assert_one_line_error
 from pol_chain.ledger.anvil import EmbeddedChain, free_port
 
 
+@pytest.mark.fault("data_lost")
 def test_resume_after_the_final_model_publishes_finalizes_and_survives_a_sigkill(
     tmp_path: Path,
 ) -> None:
@@ -38,6 +39,7 @@ def _port(cli: Cli) -> int:
     return int(cli.env["POLCHAIN_ANVIL_PORT"])
 
 
+@pytest.mark.fault("wrong_verdict")
 def test_another_folders_anvil_on_the_port_is_refused(tmp_path: Path) -> None:
     from pol_chain.ledger.errors import AnvilPortTaken
 
@@ -64,6 +66,7 @@ def test_another_folders_anvil_on_the_port_is_refused(tmp_path: Path) -> None:
         ('[chain]\ncontract_address = "nope"\n', ("owner", "0x" + "ab" * 32), "not an address"),
     ],
 )
+@pytest.mark.fault("bad_input")
 def test_config_mistakes_are_one_clear_line(
     tmp_path: Path, config: str, args: tuple[str, ...], needle: str
 ) -> None:

@@ -4,6 +4,9 @@ keeps going after an error."""
 from __future__ import annotations
 
 import faults_chain as fc
+import pytest
+
+pytestmark = pytest.mark.fault("data_lost")
 
 
 def test_two_processes_on_one_account_never_collide() -> None:

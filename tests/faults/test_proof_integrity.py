@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import faults_chain as fc
+import pytest
+
+pytestmark = pytest.mark.fault("data_lost")
 
 
 def test_truncated_checkpoint_is_refused_and_nothing_committed() -> None:

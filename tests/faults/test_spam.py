@@ -8,6 +8,8 @@ import pytest
 from pol_chain.ledger import errors
 from pol_chain.ledger.client import LedgerClient
 
+pytestmark = pytest.mark.fault("agent_stopped")  # spam must not swamp the verifier
+
 
 def test_unbonded_challenges_are_limited_per_challenger() -> None:
     outcome = fc.spam_challenges(limit=8, attempts=50)

@@ -17,6 +17,7 @@ from pol_chain.format import (
     FormatError,
     InitRule,
     JsonObject,
+    Locator,
     Manifest,
     ManifestEntry,
     Metrics,
@@ -51,6 +52,17 @@ def _spec() -> TaskSpec:
     )
 
 
+def _spec_v2() -> TaskSpec:
+    return TaskSpec(
+        entry="mytask:build",
+        config={"batch_size": 32, "epochs": 2, "grad_accumulation": 2, "k": 10},
+        init=InitRule.parent(D[12], run_id=D[13], model_cid="bafymodel"),
+        dataset=DatasetCommitment(D[2], 1438, index=Locator(D[14], "bafyindex")),
+        environment={"device": "cpu"},
+        bundle=Locator(D[15], "bafybundle", 4096),
+    )
+
+
 def _manifest() -> Manifest:
     man = Manifest.new(D[3], D[4], 10, 88)
     man = man.with_entry(ManifestEntry(0, 0, ArtefactRef(checkpoint_name(0), D[5]), None, D[6]))
@@ -69,6 +81,11 @@ def _manifest() -> Manifest:
 def _segment() -> Segment:
     steps = [SegmentStep(t, (t, t + 1, 1437), {"augment": 7 * t, "dropout": 9}) for t in range(3)]
     return Segment.of(1, 3, steps)
+
+
+def _segment_v2() -> Segment:
+    steps = [SegmentStep.of(t, [(t, 5), (9, 1437)], {"dropout": t}) for t in range(10, 12)]
+    return Segment.of(2, 12, steps)
 
 
 def _report() -> Report:
@@ -98,8 +115,10 @@ def _binding() -> RunBinding:
 
 RECORDS: dict[str, tuple[Callable[[], Any], Callable[[bytes], Any]]] = {
     "spec.json": (_spec, TaskSpec.from_bytes),
+    "spec-v2.json": (_spec_v2, TaskSpec.from_bytes),
     "manifest.json": (_manifest, Manifest.from_bytes),
     "segment.json": (_segment, Segment.from_bytes),
+    "segment-v2.json": (_segment_v2, Segment.from_bytes),
     "report.json": (_report, Report.from_bytes),
     "binding.json": (_binding, RunBinding.from_bytes),
 }
@@ -140,7 +159,7 @@ def test_unknown_version_is_refused_clearly(name: str) -> None:
     build, parse = RECORDS[name]
     value = build().to_json()
     old = value["format"]
-    value["format"] = old.replace("-v1", "-v9")
+    value["format"] = old[: old.rindex("-v")] + "-v9"
     with pytest.raises(FormatError) as info:
         parse(canonical_json(value))
     assert "format" in str(info.value) and old in str(info.value)
@@ -253,3 +272,22 @@ def test_report_verdict_follows_from_reasons() -> None:
     assert failed.verdict == "fail" and failed.reason_codes == ["data_order", "direction"]
     with pytest.raises(FormatError):
         Report(D[3], D[11], "pass", (Reason.DIRECTION,), {}, (), Thresholds(0.01, 0.99))
+
+
+def test_old_reports_and_segments_parse() -> None:
+    from format.conftest import GOLDEN
+
+    old_report = Report.from_bytes((GOLDEN / "report-v1.json").read_bytes())
+    assert old_report.passed and old_report.to_json()["format"] == "polchain-report-v2"
+    old_segment = Segment.from_bytes((GOLDEN / "segment.json").read_bytes())
+    assert old_segment.to_bytes() == (GOLDEN / "segment.json").read_bytes()  # v1 stays v1
+    assert all(st.single for st in old_segment.steps)
+    new_segment = _segment_v2()
+    assert new_segment.to_json()["format"] == "polchain-segment-v2"
+    assert [list(b) for b in new_segment.steps[0].batches] == [[10, 5], [9, 1437]]
+    old_spec = TaskSpec.from_bytes((GOLDEN / "spec.json").read_bytes())
+    assert old_spec.version == 1 and old_spec.to_bytes() == (GOLDEN / "spec.json").read_bytes()
+    with pytest.raises(FormatError):  # a v1 report may not carry a v2 reason
+        value = json.loads((GOLDEN / "report-v1.json").read_bytes())
+        value.update(verdict="fail", reasons=["code_failure"])
+        Report.from_bytes(canonical_json(value))

@@ -1,0 +1,114 @@
+"""The sandboxed side: ``python -m pol_chain.sandbox.child WORKDIR MEMORY_MB``.
+
+Trusted code that runs first in the sandbox: it sets its own resource limits, loads the
+committed code bundle from ``WORKDIR/code`` in place of anything installed under those
+names, then runs one phase of the request in ``WORKDIR/in`` and writes safetensors and a
+status in ``WORKDIR/out``. Any error of the task's code is reported, never raised past it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from pathlib import Path
+
+from pol_chain.format import (
+    BundleManifest,
+    CheckpointMeta,
+    FormatError,
+    Segment,
+    TaskSpec,
+    model_meta,
+    parse_json,
+)
+from pol_chain.format.sandbox import ChildError, SandboxRequest, SandboxStatus
+
+
+def _limit(memory_mb: int) -> None:
+    if memory_mb > 0:
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _error(exc: BaseException) -> ChildError:
+    text = str(exc)[:2000]
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text:
+        return ChildError("memory", type(exc).__name__, text)
+    if isinstance(exc, ImportError):
+        return ChildError("import", type(exc).__name__, text)
+    if isinstance(exc, FormatError):
+        return ChildError("format", type(exc).__name__, text)
+    return ChildError("code", type(exc).__name__, text)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def run(work: Path) -> SandboxStatus:
+    """Run the request of ``work``; return the status (also on the task's errors)."""
+    from pol_chain.proof.bundle import activate
+    from pol_chain.proof.runner import InProcessRunner, ReplayJob
+    from pol_chain.proof.serialization import load_checkpoint_bytes, serialize_state
+    from pol_chain.proof.task import configure_determinism
+
+    inp, out = work / "in", work / "out"
+    request = SandboxRequest.from_bytes((inp / "request.json").read_bytes())
+    manifest = BundleManifest.from_json(parse_json((inp / "bundle.json").read_bytes(), "bundle"))
+    activate(work / "code", manifest)
+    spec = TaskSpec.from_bytes((inp / "spec.json").read_bytes())
+    parent = (inp / "parent.safetensors").read_bytes() if request.parent else None
+    configure_determinism(request.deterministic, request.threads)
+    try:
+        runner = InProcessRunner(spec, request.run_seed, request.device, parent)
+    except Exception as exc:  # noqa: BLE001 - the task's code: reported, not raised
+        return SandboxStatus(False, _error(exc))
+    if request.phase == "init":
+        try:
+            w0 = runner.initial_model()
+            leaves = runner.sample_leaves()
+        except Exception as exc:  # noqa: BLE001
+            return SandboxStatus(False, _error(exc))
+        _write(out / "w0.safetensors", serialize_state(w0, model_meta()))
+        _write(out / "leaves.bin", b"".join(leaves))
+        return SandboxStatus(True, size=len(leaves))
+    jobs: dict[int, ChildError | None] = {}
+    for job in request.jobs:
+        try:
+            start, meta = load_checkpoint_bytes(
+                (inp / f"start-{job.index}.safetensors").read_bytes(), f"checkpoint {job.index - 1}"
+            )
+            seg = Segment.from_bytes((inp / f"segment-{job.index}.json").read_bytes())
+            result = runner.replay([ReplayJob(job.index, start, meta, seg.steps)])[job.index]
+        except Exception as exc:  # noqa: BLE001
+            jobs[job.index] = _error(exc)
+            continue
+        if result.state is None:
+            assert result.error is not None
+            jobs[job.index] = _error(result.error)
+            continue
+        end = meta.step + len(seg.steps)
+        end_meta = CheckpointMeta(step=end, scheduler_position=end)
+        _write(out / f"end-{job.index}.safetensors", serialize_state(result.state, end_meta))
+        jobs[job.index] = None
+    return SandboxStatus(True, jobs=jobs)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point; always writes ``out/status.json`` when it can."""
+    work = Path(argv[1])
+    _limit(int(argv[2]) if len(argv) > 2 else 0)
+    try:
+        status = run(work)
+    except Exception as exc:  # noqa: BLE001 - the request itself failed
+        status = SandboxStatus(False, _error(exc))
+    _write(work / "out" / "status.json", status.to_bytes())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
