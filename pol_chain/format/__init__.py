@@ -12,6 +12,7 @@ counts, ranges) and any violation is a :class:`FormatError` naming the field.
 - :mod:`.report` — :class:`Report`, :class:`SegmentResult`, :class:`Check`, :class:`Metrics`.
 - :mod:`.reasons` — :class:`Reason`, the verdict's reason codes.
 - :mod:`.binding` — :class:`RunBinding`, a proof directory's chain facts.
+- :mod:`.dataset` — :class:`DatasetIndex` (a committed dataset), its shards and samples.
 """
 
 from pol_chain.format._json import (
@@ -33,6 +34,20 @@ from pol_chain.format.checkpoint import (
     parse_header,
     polchain_meta_of,
 )
+from pol_chain.format.dataset import (
+    DATASET_INDEX_FILE,
+    FIELD_DTYPES,
+    DatasetIndex,
+    FieldSpec,
+    SampleKind,
+    SampleStructure,
+    ShardMeta,
+    ShardRef,
+    check_shard_header,
+    field_names,
+    shard_file_name,
+    shard_tensor_name,
+)
 from pol_chain.format.errors import FormatError, SpecError, UnknownFormat
 from pol_chain.format.manifest import (
     MANIFEST_FILE,
@@ -48,11 +63,13 @@ from pol_chain.format.manifest import (
 )
 from pol_chain.format.names import (
     CHECKPOINT_FORMAT,
+    DATASET_FORMAT,
     MANIFEST_FORMAT,
     MODEL_FORMAT,
     REPORT_FORMAT,
     SAMPLE_LEAF_RULE,
     SEGMENT_FORMAT,
+    SHARD_FORMAT,
     SPEC_FORMAT,
 )
 from pol_chain.format.reasons import Reason
@@ -63,6 +80,9 @@ from pol_chain.format.spec import DatasetCommitment, InitRule, TaskSpec
 __all__ = [
     "BINDING_FILE",
     "CHECKPOINT_FORMAT",
+    "DATASET_FORMAT",
+    "DATASET_INDEX_FILE",
+    "FIELD_DTYPES",
     "MANIFEST_FILE",
     "MANIFEST_FORMAT",
     "MODEL_FILE",
@@ -71,12 +91,15 @@ __all__ = [
     "REPORT_FORMAT",
     "SAMPLE_LEAF_RULE",
     "SEGMENT_FORMAT",
+    "SHARD_FORMAT",
     "SPEC_FILE",
     "SPEC_FORMAT",
     "ArtefactRef",
     "Check",
     "CheckpointMeta",
     "DatasetCommitment",
+    "DatasetIndex",
+    "FieldSpec",
     "FinalModel",
     "FormatError",
     "InitRule",
@@ -87,6 +110,10 @@ __all__ = [
     "NotAProofDir",
     "Reason",
     "Report",
+    "SampleKind",
+    "SampleStructure",
+    "ShardMeta",
+    "ShardRef",
     "RunBinding",
     "SegmentResult",
     "Segment",
@@ -98,7 +125,9 @@ __all__ = [
     "UnknownFormat",
     "canonical_json",
     "check_model_meta",
+    "check_shard_header",
     "checkpoint_name",
+    "field_names",
     "from_hex",
     "metadata_entry",
     "model_meta",
@@ -108,5 +137,7 @@ __all__ = [
     "polchain_meta_of",
     "require_published",
     "segment_name",
+    "shard_file_name",
+    "shard_tensor_name",
     "to_hex",
 ]

@@ -13,12 +13,14 @@ __all__ = [
     "BINDING_FORMAT",
     "CHALLENGE_DOMAIN",
     "CHECKPOINT_FORMAT",
+    "DATASET_FORMAT",
     "MANIFEST_FORMAT",
     "MODEL_FORMAT",
     "REPORT_FORMAT",
     "SAMPLE_LEAF_RULE",
     "SEED_DOMAIN",
     "SEGMENT_FORMAT",
+    "SHARD_FORMAT",
     "SPEC_FORMAT",
 ]
 
@@ -29,6 +31,10 @@ CHECKPOINT_FORMAT = "polchain-checkpoint-v1"
 MODEL_FORMAT = "polchain-model-v1"
 REPORT_FORMAT = "polchain-report-v1"
 BINDING_FORMAT = "polchain-binding-v1"
+DATASET_FORMAT = "polchain-dataset-v1"
+"""A committed dataset's index (canonical JSON): root, size, structure, shards."""
+SHARD_FORMAT = "polchain-shard-v1"
+"""One shard of a committed dataset (safetensors metadata)."""
 
 SAMPLE_LEAF_RULE = "polchain-sample-v1"
 """Per-sample dataset leaf rule (the spec's ``dataset.leaf_rule``)."""
