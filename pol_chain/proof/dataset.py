@@ -44,14 +44,18 @@ __all__ = [
     "DatasetCommitment",
     "LeafHasher",
     "MerkleTree",
+    "RawField",
     "Sample",
+    "Signature",
     "commit_dataset",
     "fields_leaf",
+    "raw_fields",
     "rebuild_sample",
     "sample_fields",
     "sample_leaf",
     "structure_of",
     "structured_leaf",
+    "torch_dtype",
     "verify_membership",
 ]
 
@@ -64,51 +68,106 @@ _LEAF_PREFIX = b"\x00" + LEAF_RULE.encode()
 _NODE_PREFIX = b"\x01"
 
 
-def _as_tensor(value: Any, where: str) -> torch.Tensor:
+RawField: TypeAlias = tuple[str, tuple[int, ...], bytes | memoryview]
+"""One field as the leaf and the shard file see it: dtype name, shape, raw bytes (C order,
+little-endian; a view of a contiguous CPU tensor's memory from 8 KiB, else a copy)."""
+
+_VIEW_BYTES = 8 * 1024
+"""Tensors of at least this size are read in place; smaller ones are copied (cheaper than
+a view, which the garbage collector would track)."""
+_TORCH_DTYPES: dict[str, torch.dtype] = {n: getattr(torch, n) for n in FIELD_DTYPES}
+_DTYPE_NAMES: dict[torch.dtype, str] = {d: n for n, d in _TORCH_DTYPES.items()}
+_NUMPY_NAMES: dict[np.dtype[Any], str] = {np.dtype(n): n for n in FIELD_DTYPES if n != "bfloat16"}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a field dtype name (``float32`` → ``torch.float32``)."""
+    return _TORCH_DTYPES[name]
+
+
+def _split(sample: Sample) -> tuple[SampleKind, list[tuple[str, Any]]]:
+    """The kind of ``sample`` and its ``(name, value)`` fields (the naming rule)."""
+    try:
+        if isinstance(sample, tuple | list):
+            if len(sample) == 2:
+                return SampleKind.PAIR, [("x", sample[0]), ("y", sample[1])]
+            names = field_names(SampleKind.TUPLE, len(sample))
+            return SampleKind.TUPLE, list(zip(names, sample, strict=True))
+        if isinstance(sample, torch.Tensor):
+            return SampleKind.TENSOR, [("x", sample)]
+        if isinstance(sample, Mapping):
+            names = field_names(SampleKind.DICT, list(sample))
+            return SampleKind.DICT, [(n, sample[n]) for n in names]
+    except ValueError as exc:
+        raise TypeError(f"sample: {exc}") from None
+    return SampleKind.TENSOR, [("x", sample)]
+
+
+def _raw_field(value: Any, name: str) -> RawField:
     if isinstance(value, torch.Tensor):
-        tensor = value
-    elif isinstance(value, bool):
-        tensor = torch.tensor(value, dtype=torch.bool)
-    elif isinstance(value, int):
-        tensor = torch.tensor(value, dtype=torch.int64)
-    elif isinstance(value, float):
-        tensor = torch.tensor(value, dtype=torch.float64)
-    elif isinstance(value, np.ndarray | np.generic):
-        tensor = torch.from_numpy(np.ascontiguousarray(value))
-    else:
-        kind = type(value).__name__
-        raise TypeError(f"{where}: a sample field must be a tensor or a number, got {kind}")
-    if str(tensor.dtype).removeprefix("torch.") not in FIELD_DTYPES:
-        raise TypeError(f"{where}: unsupported dtype {tensor.dtype}")
-    return tensor
+        dtype = _DTYPE_NAMES.get(value.dtype)
+        if dtype is None:
+            raise TypeError(f"field {name!r}: unsupported dtype {value.dtype}")
+        t = value if value.is_cpu and not value.requires_grad else value.detach().cpu()
+        try:
+            array = (t.view(torch.int16) if dtype == "bfloat16" else t).numpy()
+        except (RuntimeError, TypeError) as exc:
+            raise TypeError(f"field {name!r}: not a dense tensor ({exc})") from None
+        if array.nbytes >= _VIEW_BYTES and array.flags.c_contiguous:  # read in place
+            return dtype, tuple(t.shape), memoryview(array).cast("B")  # type: ignore[arg-type]
+        return dtype, tuple(t.shape), array.tobytes()
+    if isinstance(value, bool):
+        return "bool", (), b"\x01" if value else b"\x00"
+    if isinstance(value, int):
+        if not -(1 << 63) <= value < 1 << 63:
+            raise TypeError(f"field {name!r}: {value} does not fit int64")
+        return "int64", (), struct.pack("<q", value)
+    if isinstance(value, float):
+        return "float64", (), struct.pack("<d", value)
+    if isinstance(value, np.ndarray | np.generic):
+        array = np.asarray(value)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        dtype = _NUMPY_NAMES.get(array.dtype)
+        if dtype is None:
+            raise TypeError(f"field {name!r}: unsupported dtype {array.dtype}")
+        return dtype, tuple(array.shape), array.tobytes()
+    kind = type(value).__name__
+    raise TypeError(f"field {name!r}: a sample field must be a tensor or a number, got {kind}")
+
+
+def raw_fields(sample: Sample) -> tuple[SampleKind, dict[str, RawField]]:
+    """The kind of ``sample`` and each field's :data:`RawField`, by name (as
+    :func:`sample_fields` names them). A contiguous CPU tensor of 8 KiB or more is read
+    in place: its bytes are a view of its memory, so it must not change while they are
+    used."""
+    kind, items = _split(sample)
+    return kind, {n: _raw_field(v, n) for n, v in items}
 
 
 def sample_fields(sample: Sample) -> tuple[SampleKind, dict[str, torch.Tensor]]:
     """The kind of ``sample`` and its fields by name (the leaf's and the shard's names):
     a 2-tuple/list is a ``pair`` (``x``, ``y``); a tuple/list of n ≠ 2 a ``tuple``
     (``"0"``, ``"1"``, …); a mapping a ``dict`` (its names); anything else one ``tensor``
-    (``x``). Raises ``TypeError`` for what cannot be a sample."""
-    if isinstance(sample, Mapping):
-        kind = SampleKind.DICT
-        try:
-            names = field_names(kind, list(sample))
-        except ValueError as exc:
-            raise TypeError(f"sample: {exc}") from None
-        return kind, {n: _as_tensor(sample[n], f"field {n!r}") for n in names}
-    if isinstance(sample, tuple | list):
-        kind = SampleKind.PAIR if len(sample) == 2 else SampleKind.TUPLE
-        try:
-            names = field_names(kind, len(sample))
-        except ValueError as exc:
-            raise TypeError(f"sample: {exc}") from None
-        return kind, {n: _as_tensor(v, f"field {n!r}") for n, v in zip(names, sample, strict=True)}
-    return SampleKind.TENSOR, {"x": _as_tensor(sample, "sample")}
+    (``x``). Python ``bool``/``int``/``float`` become 0-d ``bool``/``int64``/``float64``
+    tensors, numpy arrays tensors. Raises ``TypeError`` for what cannot be a sample."""
+    kind, raw = raw_fields(sample)
+    return kind, {n: _tensor_of(field) for n, field in raw.items()}
 
 
-def structure_of(kind: SampleKind, fields: Mapping[str, torch.Tensor]) -> SampleStructure:
+def _tensor_of(field: RawField) -> torch.Tensor:
+    dtype, shape, data = field
+    if not data:
+        return torch.empty(shape, dtype=_TORCH_DTYPES[dtype])
+    flat = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    if dtype == "bfloat16":
+        return flat.view(torch.int16).view(torch.bfloat16).reshape(shape)
+    return flat.view(_TORCH_DTYPES[dtype]).reshape(shape)
+
+
+def structure_of(kind: SampleKind, fields: Mapping[str, RawField]) -> SampleStructure:
     """The :class:`SampleStructure` of a sample of ``kind`` with ``fields``."""
-    dtypes = {n: str(t.dtype).removeprefix("torch.") for n, t in fields.items()}
-    return SampleStructure.of(kind, dtypes)
+    return SampleStructure.of(kind, {n: f[0] for n, f in fields.items()})
 
 
 def rebuild_sample(structure: SampleStructure, fields: Mapping[str, torch.Tensor]) -> Sample:
@@ -122,17 +181,21 @@ def rebuild_sample(structure: SampleStructure, fields: Mapping[str, torch.Tensor
     return tuple(fields[n] for n in structure.names)
 
 
+Signature: TypeAlias = tuple[tuple[str, str, tuple[int, ...]], ...]
+"""A sample's ``(name, dtype, shape)`` per field, in sorted-name order."""
+
+
 class LeafHasher:
     """Leaves of samples given as fields in sorted-name order: ``(name, dtype, shape)``
-    and each field's bytes. Caches the header per field signature, so a dataset of
+    and each field's bytes. Caches the header per signature, so a dataset of
     same-shaped samples builds its header once."""
 
     def __init__(self) -> None:
         self._base = hashlib.sha256(_LEAF_PREFIX)
-        self._heads: dict[tuple[Any, ...], bytes] = {}
+        self._heads: dict[Signature, bytes] = {}
 
-    def header(self, signature: tuple[tuple[str, str, tuple[int, ...]], ...]) -> bytes:
-        """``u32be(len(h)) ‖ h`` of fields ``signature`` (sorted by name)."""
+    def header(self, signature: Signature) -> bytes:
+        """``u32be(len(h)) ‖ h`` of the fields ``signature``."""
         head = self._heads.get(signature)
         if head is None:
             h = canonical_json({n: {"dtype": d, "shape": list(s)} for n, d, s in signature})
@@ -141,11 +204,7 @@ class LeafHasher:
                 self._heads[signature] = head
         return head
 
-    def leaf(
-        self,
-        signature: tuple[tuple[str, str, tuple[int, ...]], ...],
-        buffers: Iterable[bytes | memoryview],
-    ) -> bytes:
+    def leaf(self, signature: Signature, buffers: Iterable[bytes | memoryview]) -> bytes:
         """The leaf of one sample: its fields' signature and bytes, both in name order."""
         h = self._base.copy()
         h.update(self.header(signature))
@@ -153,20 +212,11 @@ class LeafHasher:
             h.update(buf)
         return h.digest()
 
-    def tensors_leaf(self, fields: Mapping[str, torch.Tensor]) -> bytes:
-        """The leaf of a sample given as named tensors."""
+    def raw_leaf(self, fields: Mapping[str, RawField]) -> bytes:
+        """The leaf of a sample given as named :data:`RawField` values."""
         names = sorted(fields)
-        signature = tuple(
-            (n, str(fields[n].dtype).removeprefix("torch."), tuple(fields[n].shape)) for n in names
-        )
-        return self.leaf(signature, (_raw_view(fields[n]) for n in names))
-
-
-def _raw_view(t: torch.Tensor) -> memoryview:
-    flat = t.detach().to("cpu").contiguous().reshape(-1)
-    if not flat.numel():
-        return memoryview(b"")
-    return memoryview(flat.view(torch.uint8).numpy())  # type: ignore[arg-type]
+        signature = tuple((n, fields[n][0], fields[n][1]) for n in names)
+        return self.leaf(signature, [fields[n][2] for n in names])
 
 
 _HASHER = LeafHasher()
@@ -174,12 +224,12 @@ _HASHER = LeafHasher()
 
 def fields_leaf(fields: Mapping[str, torch.Tensor]) -> bytes:
     """Return the dataset leaf of one sample given as named tensors."""
-    return _HASHER.tensors_leaf(fields)
+    return _HASHER.raw_leaf({n: _raw_field(t, n) for n, t in fields.items()})
 
 
 def structured_leaf(sample: Sample) -> bytes:
     """Return the dataset leaf of ``sample`` in any structure (:func:`sample_fields`)."""
-    return fields_leaf(sample_fields(sample)[1])
+    return _HASHER.raw_leaf(raw_fields(sample)[1])
 
 
 def sample_leaf(x: torch.Tensor, y: torch.Tensor) -> bytes:
