@@ -12,6 +12,7 @@ counts, ranges) and any violation is a :class:`FormatError` naming the field.
 - :mod:`.report` — :class:`Report`, :class:`SegmentResult`, :class:`Check`, :class:`Metrics`.
 - :mod:`.reasons` — :class:`Reason`, the verdict's reason codes.
 - :mod:`.binding` — :class:`RunBinding`, a proof directory's chain facts.
+- :mod:`.dataset` — :class:`DatasetIndex` (a committed dataset), its shards and samples.
 """
 
 from pol_chain.format._json import (
@@ -40,6 +41,20 @@ from pol_chain.format.checkpoint import (
     parse_header,
     polchain_meta_of,
 )
+from pol_chain.format.dataset import (
+    DATASET_INDEX_FILE,
+    FIELD_DTYPES,
+    DatasetIndex,
+    FieldSpec,
+    SampleKind,
+    SampleStructure,
+    ShardMeta,
+    ShardRef,
+    check_shard_header,
+    field_names,
+    shard_file_name,
+    shard_tensor_name,
+)
 from pol_chain.format.errors import FormatError, SpecError, UnknownFormat
 from pol_chain.format.manifest import (
     BUNDLE_FILE,
@@ -56,12 +71,14 @@ from pol_chain.format.manifest import (
 )
 from pol_chain.format.names import (
     CHECKPOINT_FORMAT,
+    DATASET_FORMAT,
     MANIFEST_FORMAT,
     MODEL_FORMAT,
     REPORT_FORMAT,
     SAMPLE_LEAF_RULE,
     SEGMENT_FORMAT,
     SEGMENT_FORMAT_V2,
+    SHARD_FORMAT,
     SPEC_FORMAT,
     SPEC_FORMAT_V1,
 )
@@ -75,6 +92,9 @@ __all__ = [
     "BINDING_FILE",
     "BUNDLE_FILE",
     "CHECKPOINT_FORMAT",
+    "DATASET_FORMAT",
+    "DATASET_INDEX_FILE",
+    "FIELD_DTYPES",
     "MANIFEST_FILE",
     "MANIFEST_FORMAT",
     "MODEL_FILE",
@@ -84,6 +104,7 @@ __all__ = [
     "SAMPLE_LEAF_RULE",
     "SEGMENT_FORMAT",
     "SEGMENT_FORMAT_V2",
+    "SHARD_FORMAT",
     "SPEC_FILE",
     "SPEC_FORMAT",
     "SPEC_FORMAT_V1",
@@ -93,6 +114,8 @@ __all__ = [
     "CheckpointMeta",
     "CodeBundle",
     "DatasetCommitment",
+    "DatasetIndex",
+    "FieldSpec",
     "FinalModel",
     "FormatError",
     "InitRule",
@@ -105,6 +128,10 @@ __all__ = [
     "Reason",
     "Requirement",
     "Report",
+    "SampleKind",
+    "SampleStructure",
+    "ShardMeta",
+    "ShardRef",
     "RunBinding",
     "SegmentResult",
     "Segment",
@@ -116,7 +143,9 @@ __all__ = [
     "UnknownFormat",
     "canonical_json",
     "check_model_meta",
+    "check_shard_header",
     "checkpoint_name",
+    "field_names",
     "from_hex",
     "metadata_entry",
     "model_meta",
@@ -127,6 +156,8 @@ __all__ = [
     "polchain_meta_of",
     "require_published",
     "segment_name",
+    "shard_file_name",
+    "shard_tensor_name",
     "to_hex",
     "write_bundle",
 ]

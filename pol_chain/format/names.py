@@ -14,6 +14,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "CHALLENGE_DOMAIN",
     "CHECKPOINT_FORMAT",
+    "DATASET_FORMAT",
     "MANIFEST_FORMAT",
     "MODEL_FORMAT",
     "REPORT_FORMAT",
@@ -23,6 +24,7 @@ __all__ = [
     "SEED_DOMAIN",
     "SEGMENT_FORMAT",
     "SEGMENT_FORMAT_V2",
+    "SHARD_FORMAT",
     "SPEC_FORMAT",
     "SPEC_FORMAT_V1",
 ]
@@ -42,9 +44,13 @@ REPORT_FORMAT = "polchain-report-v2"
 REPORT_FORMAT_V1 = "polchain-report-v1"
 BINDING_FORMAT = "polchain-binding-v1"
 BUNDLE_FORMAT = "polchain-bundle-v1"
+"""The manifest inside a code bundle."""
 SANDBOX_FORMAT = "polchain-sandbox-v1"
 """Requests and statuses crossing the sandbox boundary."""
-"""The manifest inside a code bundle."""
+DATASET_FORMAT = "polchain-dataset-v1"
+"""A committed dataset's index (canonical JSON): root, size, structure, shards."""
+SHARD_FORMAT = "polchain-shard-v1"
+"""One shard of a committed dataset (safetensors metadata)."""
 
 SAMPLE_LEAF_RULE = "polchain-sample-v1"
 """Per-sample dataset leaf rule (the spec's ``dataset.leaf_rule``)."""

@@ -7,6 +7,7 @@ Layers (public facade here; modules below are small and private in spirit):
 - :mod:`seeds` — purpose sub-seeds from the run seed; :mod:`engine` — training step,
   data order, full-state capture/restore.
 - :mod:`dataset` — per-sample leaves, Merkle root, membership.
+- :mod:`shards` — datasets as committed artefacts: shards, index checks, loading.
 - :mod:`serialization` — deterministic safetensors bytes and safe loading.
 - :mod:`recorder` / :mod:`loop` — the recorder hooks and the ready loop :func:`train`.
 - :mod:`manifest` — proof directory layout, manifest, :class:`ArtefactSource`.
@@ -42,6 +43,16 @@ from pol_chain.proof.manifest import (
     read_manifest,
 )
 from pol_chain.proof.recorder import CheckpointRecord, FinalRecord, Recorder
+from pol_chain.proof.shards import (
+    DirectoryShards,
+    FolderDataset,
+    ShardDataset,
+    check_index,
+    commit_dataset_shards,
+    membership_proof,
+    shards_for,
+    verify_shard,
+)
 from pol_chain.proof.spec import make_spec
 from pol_chain.proof.task import TaskBundle
 
@@ -50,8 +61,10 @@ __all__ = [
     "ArtefactSource",
     "CheckpointRecord",
     "DatasetCommitment",
+    "DirectoryShards",
     "DirectorySource",
     "FinalRecord",
+    "FolderDataset",
     "IntegrityError",
     "MalformedArtefactError",
     "Manifest",
@@ -62,17 +75,23 @@ __all__ = [
     "Recorder",
     "RecorderError",
     "ResumeError",
+    "ShardDataset",
     "SpecError",
     "TaskBundle",
     "TaskSpec",
     "TrainResult",
     "build_bundle",
+    "check_index",
     "commit_dataset",
+    "commit_dataset_shards",
     "inspect_proof",
     "make_spec",
+    "membership_proof",
     "model_digest_of",
     "read_manifest",
     "sample_leaf",
+    "shards_for",
     "train",
     "verify_membership",
+    "verify_shard",
 ]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -65,11 +66,7 @@ class SerializedState:
     def __init__(
         self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | CheckpointMeta
     ):
-        if isinstance(metadata, CheckpointMeta):
-            metadata = metadata.to_json()
-        header: dict[str, Any] = {"__metadata__": metadata_entry(dict(metadata))}
-        self._chunks: list[memoryview] = []
-        offset = 0
+        items: list[tuple[str, str, Sequence[int], memoryview]] = []
         for name in sorted(tensors):
             tensor = tensors[name]
             if tensor.dtype not in _DTYPES:
@@ -77,12 +74,43 @@ class SerializedState:
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)
             raw = flat.view(torch.uint8) if flat.numel() else torch.empty(0, dtype=torch.uint8)
             view = memoryview(raw.numpy()).cast("B")  # type: ignore[arg-type]
-            size = view.nbytes
-            header[name] = {
-                "data_offsets": [offset, offset + size],
-                "dtype": _DTYPES[tensor.dtype],
-                "shape": list(tensor.shape),
-            }
+            items.append((name, _DTYPES[tensor.dtype], tuple(tensor.shape), view))
+        self._lay_out(items, metadata)
+
+    @classmethod
+    def from_buffers(
+        cls,
+        buffers: Mapping[str, tuple[torch.dtype, Sequence[int], bytes | memoryview]],
+        metadata: Mapping[str, Any] | CheckpointMeta,
+    ) -> SerializedState:
+        """The same layout from each tensor's dtype, shape and raw bytes (C order,
+        little-endian), without building tensors: the same tensors give the same file."""
+        items: list[tuple[str, str, Sequence[int], bytes | memoryview]] = []
+        for name in sorted(buffers):
+            dtype, shape, data = buffers[name]
+            code = _DTYPES.get(dtype)
+            if code is None:
+                raise TypeError(f"unsupported dtype {dtype} for {name!r}")
+            view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+            if len(view) != math.prod(shape) * dtype.itemsize:
+                raise ValueError(f"{name!r}: {len(view)} bytes for shape {list(shape)} of {dtype}")
+            items.append((name, code, tuple(shape), view))
+        state = cls.__new__(cls)
+        state._lay_out(items, metadata)
+        return state
+
+    def _lay_out(
+        self, items: Sequence[tuple[str, str, Sequence[int], bytes | memoryview]], metadata: Meta
+    ) -> None:
+        if isinstance(metadata, CheckpointMeta):
+            metadata = metadata.to_json()
+        header: dict[str, Any] = {"__metadata__": metadata_entry(dict(metadata))}
+        self._chunks: list[bytes | memoryview] = []
+        offset = 0
+        for name, code, shape, view in items:
+            size = len(view)
+            # tuples serialize as JSON arrays; unlike lists, the collector can untrack them
+            header[name] = {"data_offsets": (offset, offset + size), "dtype": code, "shape": shape}
             self._chunks.append(view)
             offset += size
         text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
