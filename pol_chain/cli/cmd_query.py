@@ -38,18 +38,22 @@ def history(
     model: Annotated[str, typer.Argument(help="Model digest, model file or run id.")],
     json_out: JsonOpt = False,
 ) -> None:
-    """Show a model's full history: claims, commits, challenges, attestations, owner.
+    """Show a model's full history: claims, commits, challenges, attestations, owner, and
+    its lineage (the model it was fine-tuned from, the runs fine-tuned from it).
 
     Example: polchain history runs/digits/model.safetensors
     """
+    from pol_chain.compose.context import open_store
+    from pol_chain.compose.lineage import lineage
     from pol_chain.compose.targets import UnknownTarget, resolve_model
     from pol_chain.ledger.history import model_history
 
     client = _open()
     digest = resolve_model(client, model)
     hist = model_history(client, digest)
+    family = lineage(client, open_store(current_settings()), digest)
     if json_out:
-        emit_json(hist.to_dict())
+        emit_json({**hist.to_dict(), "lineage": family.to_dict()})
         return
     if not hist.claims:
         raise UnknownTarget(
@@ -84,6 +88,12 @@ def history(
     )
     timeline = _timeline(hist.events)
     table("timeline", ["time (UTC)", "block", "event", "details"], timeline)
+    for link in family.parents:
+        info(f"fine-tuned from model {short(link.model_digest, 16)} (run {short(link.run_id, 16)})")
+    for link in family.children:
+        info(f"fine-tuned into run {short(link.run_id, 16)} (model {short(link.model_digest, 16)})")
+    if family.unreadable_specs:
+        info(f"lineage may be incomplete: {family.unreadable_specs} run specs not in the store")
     if hist.owner is None:
         info("owner: none (every claim is refuted)")
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +32,24 @@ SetOpt = Annotated[
         "--set lr.base=0.01 --set batch_size=64 (values are JSON; repeatable).",
     ),
 ]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Train on your own dataset, committed as shards and stored: a folder with one "
+        "file per sample (.safetensors: a dict of tensors; .npy: a tensor), a folder "
+        "already committed (holding dataset.json), or module:function returning a "
+        "map-style torch Dataset. The task function gets it as its `dataset` argument.",
+    ),
+]
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Fine-tune: start from this finalized model (digest, weights file, proof "
+        "directory or run id). It must be a claim on the ledger before this run registers.",
+    ),
+]
 ConfigFileOpt = Annotated[
     Path | None,
     typer.Option("--config", help="A TOML or JSON file of config overrides (before --set)."),
@@ -47,6 +66,14 @@ def _config(
     return config
 
 
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a run trains from besides its spec: a parent's weights, a committed dataset."""
+
+    parent_model: bytes | None
+    dataset: Any
+
+
 def _finished(proof_dir: Path) -> Manifest | None:
     """The manifest of ``proof_dir`` when training wrote its final model, else None."""
     try:
@@ -61,6 +88,7 @@ def _train_live(
     out: Path,
     binding: RunBinding,
     publisher: Publisher,
+    inputs: TrainInputs,
     *,
     resume: bool,
     json_out: bool,
@@ -120,6 +148,8 @@ def _train_live(
                 listeners=[on_record, live],
                 resume=resume,
                 on_step=on_step,
+                parent_model=inputs.parent_model,
+                dataset=inputs.dataset,
             )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -137,6 +167,8 @@ def register(
     k: KOpt = None,
     set_values: SetOpt = None,
     config_file: ConfigFileOpt = None,
+    data: DataOpt = None,
+    parent: FromOpt = None,
     account: AccountOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -145,10 +177,12 @@ def register(
     Use it with the Python recorder in your own training script, then `polchain commit`.
     Example: polchain register digits --out proof && python train.py proof
     """
-    from pol_chain.compose.registration import build_spec, register_spec
+    from pol_chain.compose.registration import prepare_spec, register_spec
 
-    spec = build_spec(task, _config(epochs, k, set_values, config_file))
-    binding, _, _, spec = register_spec(current_settings(), spec, out, account)
+    settings = current_settings()
+    config = _config(epochs, k, set_values, config_file)
+    spec, _ = prepare_spec(settings, task, config, out, data=data, parent=parent)
+    binding, _, _, spec = register_spec(settings, spec, out, account)
     result = {**binding.__dict__, "run_seed": "0x" + binding.run_seed.hex(), "proof_dir": str(out)}
     if json_out:
         emit_json(result)
@@ -168,6 +202,8 @@ def train(
     k: KOpt = None,
     set_values: SetOpt = None,
     config_file: ConfigFileOpt = None,
+    data: DataOpt = None,
+    parent: FromOpt = None,
     finalize: Annotated[
         bool, typer.Option(help="Finalize the run (claim the model) when training ends.")
     ] = True,
@@ -181,8 +217,10 @@ def train(
 
     Example: polchain train digits --epochs 3 -k 20 --set lr.base=0.02
     """
+    from pol_chain.compose.lineage import parent_bytes
     from pol_chain.compose.publish import Publisher
-    from pol_chain.compose.registration import build_spec, open_bound, register_spec
+    from pol_chain.compose.registration import open_bound, open_data, prepare_spec, register_spec
+    from pol_chain.format import SPEC_FILE
     from pol_chain.proof.loop import TrainResult
 
     settings = current_settings()
@@ -190,13 +228,17 @@ def train(
     done: Manifest | None = None
     if resume:
         binding, client, store = open_bound(settings, out, account)
-        spec = TaskSpec.from_bytes((out / "spec.json").read_bytes())
+        spec = TaskSpec.from_bytes((out / SPEC_FILE).read_bytes())
         done = _finished(out)
     else:
-        spec = build_spec(task, _config(epochs, k, set_values, config_file))
+        config = _config(epochs, k, set_values, config_file)
+        spec, _ = prepare_spec(settings, task, config, out, data=data, parent=parent)
         binding, client, store, spec = register_spec(settings, spec, out, account)
         if not json_out:
             info(f"registered run {binding.run_id}")
+    inputs = TrainInputs(
+        parent_bytes(store, spec, out), open_data(out) if spec.dataset.sharded else None
+    )
     publisher = Publisher(out, store, client, binding)
     if done is not None:
         # the crash came after the final model was written: only publishing is left
@@ -208,7 +250,9 @@ def train(
             out, done.final.model.sha256, done.final.step, len(done.entries), 0.0, None
         )
     else:
-        result = _train_live(spec, out, binding, publisher, resume=resume, json_out=json_out)
+        result = _train_live(
+            spec, out, binding, publisher, inputs, resume=resume, json_out=json_out
+        )
     final = None
     if finalize:
         final = publisher.finalize()

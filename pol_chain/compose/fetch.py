@@ -35,6 +35,8 @@ __all__ = [
     "ProofRefused",
     "StoreSource",
     "fetch_proof",
+    "shard_locators",
+    "spec_locators",
 ]
 
 
@@ -157,6 +159,23 @@ def spec_locators(spec_bytes: bytes) -> dict[bytes, str]:
     return found
 
 
+def shard_locators(store: ArtefactStore, spec_bytes: bytes) -> dict[bytes, str]:
+    """``{sha256: cid}`` of the shards of the dataset index the spec commits (fetched and
+    checked against the spec's index digest); nothing when there is none, or it is not
+    available or not an index (the verifier then reports it)."""
+    from pol_chain.format import DatasetIndex, TaskSpec
+    from pol_chain.store import ContentMismatch
+
+    try:
+        locator = TaskSpec.from_bytes(spec_bytes).dataset.index
+        if locator is None or not locator.cid:
+            return {}
+        index = DatasetIndex.from_bytes(store.get_bytes(locator.cid, expect_sha256=locator.sha256))
+    except (FormatError, KeyError, ContentMismatch):
+        return {}
+    return {ref.sha256: ref.cid for ref in index.shards if ref.cid}
+
+
 def fetch_proof(ledger: LedgerReader, store: ArtefactStore, run_id: bytes) -> FetchedProof:
     """Read run ``run_id`` from the chain (logs checked against the contract's state at
     one pinned block) and fetch its spec and manifest from ``store``."""
@@ -188,6 +207,7 @@ def fetch_proof(ledger: LedgerReader, store: ArtefactStore, run_id: bytes) -> Fe
     if history.model_digest is not None and history.model_cid:
         cids[history.model_digest] = history.model_cid
     cids.update(spec_locators(spec_bytes))
+    cids.update(shard_locators(store, spec_bytes))
     seed = run_seed(ledger.chain_id, ledger.address, history.run_id)
     return FetchedProof(
         history,

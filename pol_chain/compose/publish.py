@@ -32,11 +32,13 @@ from pol_chain.commitment import accumulator
 from pol_chain.errors import PolchainError
 from pol_chain.format import (
     MANIFEST_FILE,
+    SPEC_FILE,
     ArtefactRef,
     FormatError,
     Manifest,
     NotAProofDir,
     RunBinding,
+    TaskSpec,
     to_hex,
 )
 
@@ -44,10 +46,14 @@ if TYPE_CHECKING:
     from pol_chain.ledger import LedgerClient
     from pol_chain.store import ArtefactStore
 
-__all__ = ["LivePublisher", "ProofDiverged", "Publisher", "SyncResult"]
+__all__ = ["LivePublisher", "ParentClaimRefused", "ProofDiverged", "Publisher", "SyncResult"]
 
 CID_CACHE = "published.json"
 _log = logging.getLogger(__name__)
+
+
+class ParentClaimRefused(PolchainError):
+    """A fine-tune's final model is its parent's (docs/protocol.md §2: never claimed)."""
 
 
 class ProofDiverged(PolchainError):
@@ -251,6 +257,15 @@ class Publisher:
 
         self.sync()
         digest, cid, _ = self.model()
+        spec_file = self.proof_dir / SPEC_FILE
+        if spec_file.is_file():
+            spec = TaskSpec.from_bytes(spec_file.read_bytes())
+            if spec.init.model_digest == digest:
+                raise ParentClaimRefused(
+                    f"the final model of {self.proof_dir} is its parent's own "
+                    f"{to_hex(digest)}: a fine-tune never claims its parent",
+                    hint="train the fine-tune (it changed nothing), then finalize",
+                )
         self._save_cids()
         run_id = self.binding.run_id_bytes
         run = self.client.get_run(run_id)

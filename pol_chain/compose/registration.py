@@ -5,17 +5,29 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pol_chain.config import Settings
 from pol_chain.errors import PolchainError
-from pol_chain.format import BINDING_FILE, BUNDLE_FILE, MANIFEST_FILE, SPEC_FILE, RunBinding, to_hex
+from pol_chain.format import (
+    BINDING_FILE,
+    BUNDLE_FILE,
+    MANIFEST_FILE,
+    SPEC_FILE,
+    FormatError,
+    RunBinding,
+    to_hex,
+)
 
 if TYPE_CHECKING:
+    from pol_chain.compose.lineage import ParentModel
+    from pol_chain.format import DatasetCommitment, InitRule
     from pol_chain.ledger import LedgerClient
     from pol_chain.proof import TaskSpec
+    from pol_chain.proof.shards import ShardDataset
     from pol_chain.store import ArtefactStore
 
 __all__ = [
@@ -23,10 +35,14 @@ __all__ = [
     "TASKS",
     "BoundRun",
     "ConfigOverrideError",
+    "DataSourceError",
     "TaskNotFound",
     "apply_overrides",
     "build_spec",
+    "prepare_spec",
+    "commit_data",
     "open_bound",
+    "open_data",
     "register_spec",
     "task_entry",
 ]
@@ -151,9 +167,131 @@ def task_entry(task: str) -> str:
     return task
 
 
-def build_spec(task: str, config: Mapping[str, Any] | None = None) -> TaskSpec:
+class DataSourceError(PolchainError):
+    """The ``--data`` source is not a folder of samples, a committed dataset folder or a
+    ``module:function`` returning a map-style dataset."""
+
+
+def _open_source(source: str) -> Any:
+    """A folder path, or ``module:function`` returning a map-style dataset."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if ":" in source and not path.exists():
+        import importlib
+
+        module, _, name = source.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)()
+        except Exception as exc:  # noqa: BLE001 - the user's code: reported as bad input
+            raise DataSourceError(f"--data {source}: {type(exc).__name__}: {exc}") from None
+    raise DataSourceError(
+        f"--data {source}: no such folder",
+        hint="give a folder of sample files, a committed dataset folder or module:function",
+    )
+
+
+def commit_data(settings: Settings, source: str, out: Path) -> DatasetCommitment:
+    """Commit ``source`` as shards into ``out/data`` (a folder holding ``dataset.json`` is
+    taken as committed already), put the shards and the index in the store and return
+    the spec's dataset commitment (the index located by digest and CID)."""
+    import shutil
+
+    from pol_chain.compose.context import open_store
+    from pol_chain.format import (
+        DATA_DIR,
+        DATASET_INDEX_FILE,
+        DatasetCommitment,
+        DatasetIndex,
+        Locator,
+        shard_file_name,
+    )
+    from pol_chain.proof.shards import DirectoryShards, ShardDataset, commit_dataset_shards
+
+    data_dir = out / DATA_DIR
+    if (out / MANIFEST_FILE).exists() or (out / BINDING_FILE).exists():
+        raise PolchainError(f"{out} already holds a run", hint="pick another --out")
+    found = _open_source(source)
+    try:
+        if isinstance(found, Path) and (found / DATASET_INDEX_FILE).is_file():
+            index = DatasetIndex.from_bytes((found / DATASET_INDEX_FILE).read_bytes())
+            ShardDataset(index, DirectoryShards(found))  # checks the index
+            if found.resolve() != data_dir.resolve():
+                data_dir.mkdir(parents=True, exist_ok=True)
+                for number in range(len(index.shards)):
+                    name = shard_file_name(number)
+                    shutil.copyfile(found / name, data_dir / name)
+        else:
+            index = commit_dataset_shards(found, data_dir)
+    except (ValueError, OSError, FormatError) as exc:
+        raise DataSourceError(f"--data {source}: cannot commit it: {exc}") from None
+    store = open_store(settings)
+    cids = {}
+    for number, ref in enumerate(index.shards):
+        path = data_dir / shard_file_name(number)
+        if hashlib.sha256(path.read_bytes()).digest() != ref.sha256:
+            raise DataSourceError(f"--data {source}: shard {number} is not the one indexed")
+        cids[ref.sha256] = store.put_file(path, name=path.name)
+    index = index.with_cids(cids)
+    index_bytes = index.to_bytes()
+    (data_dir / DATASET_INDEX_FILE).write_bytes(index_bytes)
+    cid = store.put_bytes(index_bytes, name=DATASET_INDEX_FILE)
+    return DatasetCommitment(
+        index.root, index.size, index=Locator(sha256(index_bytes), cid, len(index_bytes))
+    )
+
+
+def open_data(proof_dir: Path) -> ShardDataset:
+    """The committed dataset of ``proof_dir`` (its ``data`` folder), checked as it loads."""
+    from pol_chain.format import DATA_DIR
+    from pol_chain.proof.shards import DirectoryShards, ShardDataset
+
+    shards = DirectoryShards(proof_dir / DATA_DIR)
+    return ShardDataset(shards.index(), shards)
+
+
+def prepare_spec(
+    settings: Settings,
+    task: str,
+    config: Mapping[str, Any],
+    out: Path,
+    *,
+    data: str | None = None,
+    parent: str | None = None,
+) -> tuple[TaskSpec, ParentModel | None]:
+    """The spec of a new run in ``out``: ``data`` committed into ``out/data`` and the
+    store (see :func:`commit_data`), ``parent`` (``--from``) resolved to a finalized
+    claim and its weights kept in ``out`` (see
+    :func:`~pol_chain.compose.lineage.resolve_parent`)."""
+    from pol_chain.format import PARENT_FILE
+
+    found = None
+    if parent is not None:
+        from pol_chain.compose.context import open_ledger, open_store
+        from pol_chain.compose.lineage import resolve_parent
+
+        with open_ledger(settings, read_only=True) as ledger:
+            found = resolve_parent(ledger, open_store(settings), parent)
+    dataset = commit_data(settings, data, out) if data is not None else None
+    spec = build_spec(
+        task, config, dataset=dataset, init=None if found is None else found.init_rule()
+    )
+    if found is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PARENT_FILE).write_bytes(found.data)
+    return spec, found
+
+
+def build_spec(
+    task: str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    dataset: DatasetCommitment | None = None,
+    init: InitRule | None = None,
+) -> TaskSpec:
     """Build the run spec of ``task`` with ``config`` overriding the task's defaults
-    (checked against them: keys, types)."""
+    (checked against them: keys, types), training on ``dataset`` when given (a committed
+    dataset, see :func:`commit_data`) or the data the task builds."""
     import sys
 
     from pol_chain.proof import make_spec
@@ -162,11 +300,22 @@ def build_spec(task: str, config: Mapping[str, Any] | None = None) -> TaskSpec:
     entry = task_entry(task)
     try:
         fn = resolve_task(entry)
+        takes = inspect.signature(fn).parameters.get("dataset")
+        if dataset is None and takes is not None and takes.default is inspect.Parameter.empty:
+            raise PolchainError(
+                f"task {entry} trains on a dataset you commit",
+                hint="give it with --data FOLDER (or --data module:function)",
+            )
+        if dataset is not None and takes is None:
+            raise PolchainError(
+                f"task {entry} takes no dataset argument, so --data has nothing to feed",
+                hint="add a `dataset` parameter to the task function, or drop --data",
+            )
         defaults = getattr(sys.modules[fn.__module__], "DEFAULT_CONFIG", None)
         merged = (
             apply_overrides(defaults, config or {}) if defaults is not None else dict(config or {})
         )
-        return make_spec(entry, merged)
+        return make_spec(entry, merged, dataset=dataset, init=init)
     except (ImportError, AttributeError) as exc:
         raise TaskNotFound(
             f"task {entry!r} does not import: {exc}",

@@ -10,12 +10,12 @@ parent's own digest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pol_chain.compose.fetch import ProofRefused
-from pol_chain.format import FormatError, Reason, TaskSpec, to_hex
+from pol_chain.format import DatasetIndex, FormatError, Reason, TaskSpec, to_hex
 
 if TYPE_CHECKING:
     from pol_chain.ledger import LedgerReader, RunHistory
@@ -26,14 +26,19 @@ __all__ = ["check_lineage", "fetch_parent", "runner_for"]
 
 
 def _get(source: ArtefactSource, digest: bytes, what: str) -> bytes:
+    import hashlib
+
     from pol_chain.proof.errors import ArtefactUnavailable, IntegrityError
 
     try:
-        return source.get(digest)
+        data = source.get(digest)
     except KeyError:
         raise ArtefactUnavailable(what, digest) from None
     except IntegrityError as exc:
         raise ProofRefused(Reason.ARTEFACT_DIGEST, f"{what}: {exc}") from None
+    if hashlib.sha256(data).digest() != digest:
+        raise ProofRefused(Reason.ARTEFACT_DIGEST, f"{what}: not the committed bytes")
+    return data
 
 
 def fetch_parent(spec: TaskSpec, source: ArtefactSource) -> bytes | None:
@@ -41,6 +46,33 @@ def fetch_parent(spec: TaskSpec, source: ArtefactSource) -> bytes | None:
     if spec.init.model_digest is None:
         return None
     return _get(source, spec.init.model_digest, "parent model")
+
+
+def _committed_index(spec: TaskSpec, source: ArtefactSource) -> DatasetIndex | None:
+    """The dataset index a spec commits (fetched by digest, parsed, checked against the
+    spec's root), or None when the task's code builds its data."""
+    from pol_chain.proof.errors import MembershipError
+    from pol_chain.proof.shards import check_index
+
+    locator = spec.dataset.index
+    if locator is None:
+        return None
+    data = _get(source, locator.sha256, "dataset index")
+    try:
+        index = DatasetIndex.from_bytes(data)
+        check_index(index, spec.dataset)
+    except FormatError as exc:
+        raise ProofRefused(Reason.MALFORMED_ARTEFACT, f"dataset index: {exc}") from None
+    except MembershipError as exc:
+        raise ProofRefused(Reason.MEMBERSHIP, f"dataset index: {exc}") from None
+    return index
+
+
+def _shard_source(index: DatasetIndex, source: ArtefactSource) -> Callable[[int], bytes]:
+    def shard(number: int) -> bytes:
+        return _get(source, index.shards[number].sha256, f"dataset shard {number}")
+
+    return shard
 
 
 def runner_for(
@@ -64,6 +96,7 @@ def runner_for(
     if spec.bundle is None:
         return None
     code = _get(source, spec.bundle.sha256, "code bundle")
+    index = _committed_index(spec, source)
     try:
         return SandboxRunner(
             spec,
@@ -74,6 +107,8 @@ def runner_for(
             parent_model=fetch_parent(spec, source),
             hide=hide,
             deterministic=deterministic,
+            index=index,
+            shards=None if index is None else _shard_source(index, source),
         )
     except FormatError as exc:
         raise ProofRefused(Reason.MALFORMED_ARTEFACT, f"code bundle: {exc}") from None

@@ -58,8 +58,10 @@ from pol_chain.format.dataset import (
 from pol_chain.format.errors import FormatError, SpecError, UnknownFormat
 from pol_chain.format.manifest import (
     BUNDLE_FILE,
+    DATA_DIR,
     MANIFEST_FILE,
     MODEL_FILE,
+    PARENT_FILE,
     SPEC_FILE,
     ArtefactRef,
     FinalModel,
@@ -91,6 +93,7 @@ __all__ = [
     "ACCUMULATION",
     "BINDING_FILE",
     "BUNDLE_FILE",
+    "DATA_DIR",
     "CHECKPOINT_FORMAT",
     "DATASET_FORMAT",
     "DATASET_INDEX_FILE",
@@ -98,6 +101,7 @@ __all__ = [
     "MANIFEST_FILE",
     "MANIFEST_FORMAT",
     "MODEL_FILE",
+    "PARENT_FILE",
     "MODEL_FORMAT",
     "MODEL_META",
     "REPORT_FORMAT",

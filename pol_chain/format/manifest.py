@@ -42,7 +42,9 @@ from pol_chain.format.names import MANIFEST_FORMAT
 __all__ = [
     "BUNDLE_FILE",
     "MANIFEST_FILE",
+    "DATA_DIR",
     "MODEL_FILE",
+    "PARENT_FILE",
     "SPEC_FILE",
     "ArtefactRef",
     "FinalModel",
@@ -55,6 +57,10 @@ __all__ = [
 MANIFEST_FILE = "manifest.json"
 SPEC_FILE = "spec.json"
 BUNDLE_FILE = "bundle.tar"
+PARENT_FILE = "parent.safetensors"
+"""Where a fine-tune's proof directory keeps its parent model's weights."""
+DATA_DIR = "data"
+"""The folder of a proof directory holding its committed dataset (index and shards)."""
 MODEL_FILE = "model.safetensors"
 MAX_ENTRIES = 1 << 22
 MAX_MANIFEST_BYTES = 1 << 30

@@ -17,14 +17,15 @@ from pol_chain.format.names import SANDBOX_FORMAT
 __all__ = ["ChildError", "SandboxJob", "SandboxRequest", "SandboxStatus"]
 
 PHASES = ("init", "replay")
-ERROR_KINDS = ("code", "memory", "import", "format", "time")
+ERROR_KINDS = ("code", "memory", "import", "format", "time", "data")
 
 
 @dataclass(frozen=True)
 class ChildError:
     """Why the child failed: ``kind`` is ``code`` (the task's code raised), ``memory``,
-    ``import`` (a library missing here), ``format`` (the proof's data is malformed) or
-    ``time``."""
+    ``import`` (a library missing here), ``format`` (the proof's data is malformed),
+    ``time`` or ``data`` (the code read a dataset shard the verifier did not hand in:
+    the message is its number, and the verifier runs again with it)."""
 
     kind: str
     type: str

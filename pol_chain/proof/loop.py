@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,12 +33,26 @@ def build_bundle(
     run_seed: bytes,
     device: str | torch.device = "cpu",
     parent_model: bytes | None = None,
+    dataset: Any = None,
 ) -> TaskBundle:
-    """Build the task of ``spec`` with W0 from the run seed (or the parent model bytes)."""
+    """Build the task of ``spec`` with W0 from the run seed (or the parent model bytes).
+
+    A spec that commits a sharded dataset trains on ``dataset`` (a
+    :class:`~pol_chain.proof.shards.ShardDataset` over its shards), handed to the task
+    function as its ``dataset`` argument."""
     fn = resolve_task(spec.entry)
+    kwargs: dict[str, Any] = {}
+    if spec.dataset.sharded:
+        if dataset is None:
+            raise SpecError("this run trains on a committed dataset: give its ShardDataset")
+        if "dataset" not in inspect.signature(fn).parameters:
+            raise SpecError(f"task {spec.entry} takes no dataset argument for its committed data")
+        kwargs["dataset"] = dataset
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(run_seed, "init"))
-        bundle = fn(dict(spec.config), torch.device(device))
+        bundle = fn(dict(spec.config), torch.device(device), **kwargs)
+    if spec.dataset.sharded and bundle.dataset is None:
+        bundle.dataset = dataset
     parent = spec.parent_digest
     if parent is not None:
         if parent_model is None:
@@ -72,6 +88,7 @@ def train(
     deterministic: bool = True,
     threads: int | None = None,
     parent_model: bytes | None = None,
+    dataset: Any = None,
     queue_size: int = 2,
     max_steps: int | None = None,
     should_stop: Callable[[int, TaskBundle], bool] | None = None,
@@ -88,7 +105,7 @@ def train(
     synchronizes a GPU) and None otherwise.
     """
     configure_determinism(deterministic, threads)
-    bundle = build_bundle(spec, run_seed, device, parent_model)
+    bundle = build_bundle(spec, run_seed, device, parent_model, dataset)
     start = time.perf_counter()
     rec = Recorder(
         proof_dir,

@@ -11,7 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pol_chain.format import BUNDLE_FILE, MANIFEST_FILE, SPEC_FILE, Manifest, to_hex
+from pol_chain.format import (
+    BUNDLE_FILE,
+    DATA_DIR,
+    DATASET_INDEX_FILE,
+    MANIFEST_FILE,
+    PARENT_FILE,
+    SPEC_FILE,
+    DatasetIndex,
+    FormatError,
+    Manifest,
+    shard_file_name,
+    to_hex,
+)
 from pol_chain.proof.errors import IntegrityError, MalformedArtefactError
 
 __all__ = [
@@ -51,10 +63,18 @@ class DirectorySource:
     def __init__(self, proof_dir: Path | str) -> None:
         self.root = Path(proof_dir)
         self._paths: dict[bytes, Path] = {}
-        for name in (SPEC_FILE, BUNDLE_FILE):
+        for name in (SPEC_FILE, BUNDLE_FILE, PARENT_FILE, f"{DATA_DIR}/{DATASET_INDEX_FILE}"):
             path = self.root / name
             if path.exists():
                 self._paths[hashlib.sha256(path.read_bytes()).digest()] = path
+        index_path = self.root / DATA_DIR / DATASET_INDEX_FILE
+        if index_path.exists():  # the committed dataset's shards, by the digests it lists
+            try:
+                index = DatasetIndex.from_bytes(index_path.read_bytes())
+            except FormatError:
+                index = None  # the verifier reports the index when it reads it
+            for number, shard in enumerate(index.shards if index else ()):
+                self._paths[shard.sha256] = self.root / DATA_DIR / shard_file_name(number)
         manifest = self.manifest()
         for entry in manifest.entries:
             for ref in entry.refs():
@@ -114,7 +134,8 @@ def inspect_proof(proof_dir: Path | str) -> ProofStatus:
         str(p.relative_to(root))
         for p in root.rglob("*")
         if p.is_file()
-        and p.name not in (MANIFEST_FILE, SPEC_FILE, BUNDLE_FILE)
+        and p.name not in (MANIFEST_FILE, SPEC_FILE, BUNDLE_FILE, PARENT_FILE)
+        and p.relative_to(root).parts[0] != DATA_DIR
         and str(p.relative_to(root)) not in listed
     )
     last = manifest.entries[-1] if manifest.entries else None

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from pol_chain.format import CheckpointMeta, FormatError, SegmentStep, TaskSpec
-from pol_chain.proof.dataset import sample_leaf
+from pol_chain.proof.dataset import structured_leaf
 from pol_chain.proof.engine import replay_steps
 from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.task import TaskBundle
@@ -72,12 +72,9 @@ class TaskRunner(Protocol):
 
 
 def leaf_of_sample(sample: Any) -> bytes:
-    """The dataset leaf of one sample as a task's dataset returns it (an ``(x, y)``
-    pair)."""
-    if isinstance(sample, tuple | list) and len(sample) == 2:
-        x, y = sample
-        return sample_leaf(torch.as_tensor(x), torch.as_tensor(y))
-    raise FormatError("dataset", f"cannot commit a sample of type {type(sample).__name__}")
+    """The dataset leaf of one sample as a task's dataset returns it (a pair, a tensor, a
+    tuple or a dict of tensors: see :func:`pol_chain.proof.dataset.structured_leaf`)."""
+    return structured_leaf(sample)
 
 
 class InProcessRunner:
@@ -90,8 +87,12 @@ class InProcessRunner:
         device: str = "cpu",
         parent_model: bytes | None = None,
         dataset: tuple[torch.Tensor, torch.Tensor] | None = None,
+        shards: Any = None,
     ) -> None:
-        self.bundle: TaskBundle = build_bundle(spec, run_seed, device, parent_model)
+        """``shards`` is the committed dataset (a ShardDataset) of a sharded spec;
+        ``dataset`` replaces a tensor-pair task's data (what a forger claims it used)."""
+        self.spec = spec
+        self.bundle: TaskBundle = build_bundle(spec, run_seed, device, parent_model, shards)
         self._w0 = {k: v.detach().clone() for k, v in self.bundle.model.state_dict().items()}
         if dataset is not None:  # replay on other data (what a forger claims it used)
             assert self.bundle.train_x is not None and self.bundle.train_y is not None
@@ -108,7 +109,10 @@ class InProcessRunner:
         return self.bundle.size
 
     def sample_leaves(self) -> list[bytes]:
-        """Leaves of the task's samples."""
+        """Leaves of the task's samples (none for a committed dataset: the verifier opens
+        its shards itself)."""
+        if self.spec.dataset.sharded:
+            return []
         return [leaf_of_sample(self.bundle.sample(i)) for i in range(self.bundle.size)]
 
     def replay(self, jobs: Sequence[ReplayJob]) -> dict[int, ReplayResult]:

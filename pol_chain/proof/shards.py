@@ -334,7 +334,12 @@ def check_index(index: DatasetIndex, commitment: DatasetCommitment | None = None
         raise MembershipError(f"dataset shards hold {held} samples, the index says {index.size}")
     if MerkleTree([s.root for s in index.shards]).root != index.root:
         raise MembershipError("dataset shard roots do not fold to the dataset root")
-    if commitment is not None and commitment != index.commitment:
+    own = index.commitment
+    if commitment is not None and (commitment.root, commitment.size, commitment.leaf_rule) != (
+        own.root,
+        own.size,
+        own.leaf_rule,
+    ):
         raise MembershipError(
             f"dataset index (root 0x{index.root.hex()}, {index.size} samples) is not the "
             f"committed dataset (root 0x{commitment.root.hex()}, {commitment.size} samples)"

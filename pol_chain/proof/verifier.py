@@ -23,6 +23,7 @@ from pol_chain.commitment import leaf as make_leaf
 from pol_chain.format import (
     Check,
     CheckpointMeta,
+    DatasetIndex,
     FormatError,
     Manifest,
     Metrics,
@@ -42,6 +43,7 @@ from pol_chain.proof.errors import (
     CannotVerify,
     CodeFailure,
     IntegrityError,
+    MembershipError,
     ProofError,
 )
 from pol_chain.proof.manifest import ArtefactSource, DirectorySource
@@ -49,6 +51,7 @@ from pol_chain.proof.policy import Policy, select_segments
 from pol_chain.proof.report import write_report
 from pol_chain.proof.runner import InProcessRunner, ReplayJob, TaskRunner
 from pol_chain.proof.serialization import digest_model, load_checkpoint_bytes
+from pol_chain.proof.shards import ShardDataset, check_index, shards_for, verify_shard
 from pol_chain.proof.spec import check_bundle, environment_facts
 from pol_chain.proof.task import check_source, configure_determinism
 
@@ -149,6 +152,7 @@ class _Ctx:
     run_id: bytes
     run_seed: bytes
     found: _Findings = field(default_factory=_Findings)
+    index: DatasetIndex | None = None
 
     def fetch(self, digest: bytes, what: str) -> bytes | None:
         """The artefact's bytes; None (and a reason) when they are not its committed bytes.
@@ -357,6 +361,58 @@ def _check_model(ctx: _Ctx, last: State | None, model_digest: bytes | None) -> b
     return digest
 
 
+def _committed_dataset(ctx: _Ctx) -> ShardDataset | None:
+    """The committed dataset of a sharded spec, its index checked against the spec's root;
+    None (and a reason) when the index is not that. Shards load lazily, each checked."""
+    locator = ctx.spec.dataset.index
+    assert locator is not None
+    data = ctx.fetch(locator.sha256, "dataset index")
+    if data is None:
+        return None
+    try:
+        index = DatasetIndex.from_bytes(data)
+        check_index(index, ctx.spec.dataset)
+    except FormatError as exc:
+        ctx.found.fail("membership", exc.reason, str(exc))
+        return None
+    except MembershipError as exc:
+        ctx.found.fail("membership", Reason.MEMBERSHIP, str(exc))
+        return None
+    ctx.index = index
+
+    def shard(number: int) -> bytes:
+        found = ctx.fetch(index.shards[number].sha256, f"dataset shard {number}")
+        if found is None:
+            raise MembershipError(f"dataset shard {number} is not the committed one")
+        return found
+
+    return ShardDataset(index, shard, verify=True)
+
+
+def _check_shard_membership(
+    ctx: _Ctx, chosen: dict[int, list[str]], segments: dict[int, Segment]
+) -> None:
+    """Every sample of a replayed segment lies in a shard whose samples fold to the
+    committed root (each needed shard fetched and checked; none other)."""
+    index = ctx.index
+    assert index is not None
+    used = sorted(
+        {j for i in chosen if i in segments for st in segments[i].steps for j in st.indices}
+    )
+    outside = [j for j in used if j >= index.size]
+    for j in outside[:MAX_DETAILS]:
+        ctx.found.fail("membership", Reason.MEMBERSHIP, f"index {j} is outside the dataset")
+    for number in shards_for(index, [j for j in used if j < index.size]):
+        data = ctx.fetch(index.shards[number].sha256, f"dataset shard {number}")
+        if data is None:
+            continue
+        try:
+            verify_shard(index, number, data)
+        except (FormatError, MembershipError, IntegrityError) as exc:
+            ctx.found.fail("membership", Reason.MEMBERSHIP, f"shard {number}: {exc}")
+    ctx.found.ok("membership")
+
+
 def _check_membership(
     ctx: _Ctx,
     chosen: dict[int, list[str]],
@@ -456,17 +512,22 @@ def verify(
         spec_found.fail("spec", Reason.SPEC_INVALID, str(exc))
         spec_found.details["spec"] = [str(exc)]
         return finish(spec_found)
+    ctx = _Ctx(spec, manifest, source, bytes(run_id), bytes(run_seed))
+    base["spec_sha256"] = spec.digest
+    shards = None
+    if spec.dataset.sharded:
+        shards = _committed_dataset(ctx)
+        if shards is None:
+            return finish(ctx.found)
     if runner is None:
         try:
             check_source(spec) if spec.version == 1 else check_bundle(spec)
-            runner = InProcessRunner(spec, run_seed, device, parent_model, dataset)
+            runner = InProcessRunner(spec, run_seed, device, parent_model, dataset, shards)
         except (ProofError, FormatError) as exc:
             raise CannotVerify(
                 f"cannot run the task of this proof here: {exc}",
                 hint="install the trainer's task module (same source) on this machine",
             ) from None
-    ctx = _Ctx(spec, manifest, source, bytes(run_id), bytes(run_seed))
-    base["spec_sha256"] = spec.digest
     try:
         return _verify_run(
             ctx,
@@ -521,10 +582,13 @@ def _verify_run(
         max(0, entries[i].step - 1) // max(1, spec.steps_per_epoch) for i in range(1, n + 1)
     ]
     chosen = select_segments(policy, challenge_seed, seg_steps, seg_epochs, update_sizes)
-    leaves = runner.sample_leaves()
-    if dataset_proofs is None:
-        dataset_proofs = MerkleTree(leaves).proof
-    _check_membership(ctx, chosen, segments, leaves, dataset_proofs)
+    if ctx.index is not None:
+        _check_shard_membership(ctx, chosen, segments)
+    else:
+        leaves = runner.sample_leaves()
+        if dataset_proofs is None:
+            dataset_proofs = MerkleTree(leaves).proof
+        _check_membership(ctx, chosen, segments, leaves, dataset_proofs)
     results = _replay_all(ctx, runner, chosen, segments, policy)
     return finish(
         ctx.found,

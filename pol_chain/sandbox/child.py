@@ -32,12 +32,53 @@ def _limit(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+class ShardNotHandedIn(Exception):
+    """The task's code read a dataset shard the verifier did not put in ``in/data``."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(str(number))
+        self.number = number
+
+
+class _HandedInShards:
+    """Shard source over ``in/data``: the shards the verifier fetched and put there."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(self, number: int) -> bytes:
+        from pol_chain.format import shard_file_name
+
+        path = self.folder / shard_file_name(number)
+        if not path.is_file():
+            raise ShardNotHandedIn(number)
+        return path.read_bytes()
+
+
+def _missing_module(exc: BaseException) -> ImportError | None:
+    """The ImportError behind ``exc`` (raised, or wrapped by whoever caught it), if any."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 16:
+        if isinstance(current, ImportError):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
 def _error(exc: BaseException) -> ChildError:
     text = str(exc)[:2000]
+    if isinstance(exc, ShardNotHandedIn):
+        return ChildError("data", "ShardNotHandedIn", str(exc.number))
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ShardNotHandedIn):  # the task's code wrapped it
+        return ChildError("data", "ShardNotHandedIn", str(cause.number))
     if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text:
         return ChildError("memory", type(exc).__name__, text)
-    if isinstance(exc, ImportError):
-        return ChildError("import", type(exc).__name__, text)
+    missing = _missing_module(exc)
+    if missing is not None:  # a library this machine lacks: the verifier's trouble
+        return ChildError("import", type(missing).__name__, str(missing)[:2000])
     if isinstance(exc, FormatError):
         return ChildError("format", type(exc).__name__, text)
     return ChildError("code", type(exc).__name__, text)
@@ -63,8 +104,15 @@ def run(work: Path) -> SandboxStatus:
     spec = TaskSpec.from_bytes((inp / "spec.json").read_bytes())
     parent = (inp / "parent.safetensors").read_bytes() if request.parent else None
     configure_determinism(request.deterministic, request.threads)
+    shards = None
+    if spec.dataset.sharded:
+        from pol_chain.format import DATASET_INDEX_FILE, DatasetIndex
+        from pol_chain.proof.shards import ShardDataset
+
+        index = DatasetIndex.from_bytes((inp / "data" / DATASET_INDEX_FILE).read_bytes())
+        shards = ShardDataset(index, _HandedInShards(inp / "data"))
     try:
-        runner = InProcessRunner(spec, request.run_seed, request.device, parent)
+        runner = InProcessRunner(spec, request.run_seed, request.device, parent, shards=shards)
     except Exception as exc:  # noqa: BLE001 - the task's code: reported, not raised
         return SandboxStatus(False, _error(exc))
     if request.phase == "init":
@@ -75,7 +123,7 @@ def run(work: Path) -> SandboxStatus:
             return SandboxStatus(False, _error(exc))
         _write(out / "w0.safetensors", serialize_state(w0, model_meta()))
         _write(out / "leaves.bin", b"".join(leaves))
-        return SandboxStatus(True, size=len(leaves))
+        return SandboxStatus(True, size=len(leaves))  # none for committed shards
     jobs: dict[int, ChildError | None] = {}
     for job in request.jobs:
         try:

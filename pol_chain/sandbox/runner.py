@@ -11,21 +11,25 @@ no vote).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from pol_chain.format import (
+    DATASET_INDEX_FILE,
     CodeBundle,
+    DatasetIndex,
     FormatError,
     Segment,
     TaskSpec,
     read_bundle,
+    shard_file_name,
 )
 from pol_chain.format.sandbox import ChildError, SandboxJob, SandboxRequest, SandboxStatus
 from pol_chain.proof.bundle import check_requirements, extract
@@ -81,6 +85,10 @@ def sandbox_command(
         "/tmp",
     ]
     cmd += ["--dev-bind", "/dev", "/dev"] if gpu else ["--dev", "/dev"]
+    libraries = _library_path(hide)
+    for entry in libraries.split(os.pathsep) if libraries else ():
+        if Path(entry).exists():  # read-only, also where the fresh /tmp would hide it
+            cmd += ["--ro-bind", entry, entry]
     for path in hide:
         if path.is_dir():
             cmd += ["--tmpfs", str(path)]
@@ -98,11 +106,22 @@ def sandbox_command(
         "--setenv", "LANG", "C.UTF-8",
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
         "--setenv", "PYTHONNOUSERSITE", "1",
-        "--chdir", str(work),
-        "--",
-        *argv,
     ]  # fmt: skip
+    if libraries:  # the verifier's own libraries outside the interpreter's site-packages
+        cmd += ["--setenv", "PYTHONPATH", libraries]
+    cmd += ["--chdir", str(work), "--", *argv]
     return cmd
+
+
+def _library_path(hide: Sequence[Path]) -> str:
+    """This process's ``PYTHONPATH`` minus empty entries and hidden folders: the child
+    must find the libraries the requirements check found here, and nothing hidden."""
+    hidden = [Path(h).resolve() for h in hide]
+    kept = []
+    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        if entry and not any(Path(entry).resolve().is_relative_to(h) for h in hidden):
+            kept.append(entry)
+    return os.pathsep.join(kept)
 
 
 class SandboxRunner:
@@ -110,8 +129,11 @@ class SandboxRunner:
 
     ``code`` is the bundle's bytes (already checked against the committed digest);
     ``hide`` lists the paths the child must not see (the verifier's data folder, its
-    keystore). Raises :class:`~pol_chain.format.FormatError` for a bundle that is not one
-    and :class:`CannotVerify` when a required library is missing here.
+    keystore). A spec with a committed dataset needs its ``index`` and ``shards`` (shard
+    number → its bytes, checked against the index): the shards of the replayed samples
+    are handed in, and any other the code reads is fetched and handed in on a rerun.
+    Raises :class:`~pol_chain.format.FormatError` for a bundle that is not one and
+    :class:`CannotVerify` when a required library is missing here.
     """
 
     def __init__(
@@ -128,7 +150,11 @@ class SandboxRunner:
         threads: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         memory_mb: int = DEFAULT_MEMORY_MB,
+        index: DatasetIndex | None = None,
+        shards: Callable[[int], bytes] | None = None,
     ) -> None:
+        if spec.dataset.sharded and (index is None or shards is None):
+            raise ValueError("a spec with a committed dataset needs its index and shards")
         self.bundle: CodeBundle = read_bundle(code)
         if self.bundle.manifest.entry != spec.entry:
             raise FormatError(
@@ -143,6 +169,20 @@ class SandboxRunner:
         self.root = Path(work_dir).resolve() / f"sandbox-{uuid.uuid4().hex[:12]}"
         self._parent = parent_model
         self._init: tuple[dict[str, torch.Tensor], list[bytes]] | None = None
+        self._index, self._shards = index, shards
+        self._data: dict[str, bytes] = {}  # in/data files handed to every run
+        if index is not None:
+            self._data[DATASET_INDEX_FILE] = index.to_bytes()
+
+    def _hand_in(self, number: int) -> None:
+        """Add dataset shard ``number`` to what every later run gets."""
+        assert self._index is not None and self._shards is not None
+        if not 0 <= number < len(self._index.shards):
+            raise BundleCodeFailed(f"the committed code read dataset shard {number}, not one")
+        name = shard_file_name(number)
+        if name in self._data:
+            raise CannotVerify(f"dataset shard {number} was handed in and still not read")
+        self._data[name] = self._shards(number)
 
     # -- one sandboxed run -------------------------------------------------------------
 
@@ -161,6 +201,10 @@ class SandboxRunner:
             files["parent.safetensors"] = self._parent
         for name, data in files.items():
             (work / "in" / name).write_bytes(data)
+        if self._data:
+            (work / "in" / "data").mkdir()
+            for name, data in self._data.items():
+                (work / "in" / "data" / name).write_bytes(data)
         return work
 
     def _launch(self, work: Path) -> SandboxStatus:
@@ -188,12 +232,36 @@ class SandboxRunner:
         except FormatError as exc:
             raise BundleCodeFailed(f"the sandboxed code wrote a malformed status: {exc}") from None
 
+    def _missing_shard(self, status: SandboxStatus) -> int | None:
+        """The shard the code asked for and did not get (a ``data`` error), if any."""
+        errors = [status.error, *status.jobs.values()]
+        for error in errors:
+            if error is not None and error.kind == "data":
+                try:
+                    return int(error.message)
+                except ValueError:
+                    raise BundleCodeFailed("the sandbox reported a malformed shard") from None
+        return None
+
+    def _launch_with_data(
+        self, request: SandboxRequest, inputs: dict[str, bytes]
+    ) -> tuple[Path, SandboxStatus]:
+        """Launch; while the code reads a shard not handed in, hand it in and relaunch."""
+        limit = len(self._index.shards) if self._index is not None else 0
+        for _ in range(limit + 1):
+            work = self._prepare(request, inputs)
+            status = self._launch(work)
+            missing = self._missing_shard(status)
+            if missing is None:
+                return work, status
+            self._hand_in(missing)
+        raise CannotVerify("the committed code kept asking for more dataset shards")
+
     def _run(self, request: SandboxRequest, inputs: dict[str, bytes]) -> tuple[Path, SandboxStatus]:
         """Run once; an error of the task's code runs again in a fresh sandbox."""
         first: ChildError | None = None
         for _ in range(2):
-            work = self._prepare(request, inputs)
-            status = self._launch(work)
+            work, status = self._launch_with_data(request, inputs)
             error = status.error
             if status.ok or error is None or error.kind not in ("code", "format"):
                 break
@@ -257,6 +325,13 @@ class SandboxRunner:
     def replay(self, jobs: Sequence[ReplayJob]) -> dict[int, ReplayResult]:
         """Replay every job in one sandboxed run (a second one when the task's code
         failed on a job: the same failure twice is the bundle's fault)."""
+        if self._index is not None:
+            from pol_chain.proof.shards import shards_for
+
+            used = {j for job in jobs for st in job.steps for j in st.indices}
+            for number in shards_for(self._index, [j for j in used if j < self._index.size]):
+                if shard_file_name(number) not in self._data:
+                    self._hand_in(number)
         inputs: dict[str, bytes] = {}
         for job in jobs:
             inputs[f"start-{job.index}.safetensors"] = serialize_state(dict(job.start), job.meta)

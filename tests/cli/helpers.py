@@ -58,6 +58,6 @@ def make_cli(workdir: Path, **extra: str) -> Cli:
         POLCHAIN_ANVIL_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
         COLUMNS="160",
-        **extra,
     )
+    env.update(extra)
     return Cli(workdir, env)
