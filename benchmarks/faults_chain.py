@@ -376,11 +376,21 @@ _PROOF_CACHE: dict[str, Path] = {}
 def trained_proof() -> Path:
     """One small honest digits proof (1 epoch, k = 11), trained once per process."""
     if "src" not in _PROOF_CACHE:
+        from dataclasses import replace
+
         from pol_chain.proof import make_spec, train
+        from pol_chain.proof.spec import bundle_bytes
+        from pol_chain.store import LocalStore
         from pol_chain.tasks import DIGITS
 
-        out = Path(tempfile.mkdtemp(prefix="polchain-faults-proof-")) / "proof"
-        train(make_spec(DIGITS, {"epochs": 1, "k": 11}), out, b"\x11" * 32, b"\x22" * 32, threads=2)
+        tmp = Path(tempfile.mkdtemp(prefix="polchain-faults-proof-"))
+        out = tmp / "proof"
+        spec = make_spec(DIGITS, {"epochs": 1, "k": 11})
+        assert spec.bundle is not None
+        # the spec as registration will name it: its bundle's CID (the same in any store)
+        cid = LocalStore(tmp / "cids").put_bytes(bundle_bytes(DIGITS))
+        spec = spec.replace(bundle=replace(spec.bundle, cid=cid))
+        train(spec, out, b"\x11" * 32, b"\x22" * 32, threads=2)
         _PROOF_CACHE["src"] = out
     return _PROOF_CACHE["src"]
 

@@ -227,6 +227,7 @@ def _bundle_manifest(proof: Path) -> str:
         return handle.read().decode()
 
 
+@pytest.mark.fault("wrong_verdict")
 def test_an_agent_lacking_a_library_or_the_device_does_not_vote(world: dict[str, Any]) -> None:
     if "verified" not in world:
         pytest.skip("needs the verified run of the test above")

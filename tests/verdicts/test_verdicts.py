@@ -99,9 +99,10 @@ def test_a_dropped_log_is_not_blamed_on_the_trainer(world: tuple[Cli, dict[str, 
 
 
 @pytest.mark.fault("wrong_verdict")
-def test_a_missing_task_module_is_no_vote(tmp_path: Path) -> None:
-    """The trainer's own task module is importable on the trainer's side only: an agent
-    without it must not vote (it used to vote spec_invalid, refuting the run for ever)."""
+def test_an_agent_without_the_task_module_replays_the_committed_bundle(tmp_path: Path) -> None:
+    """The trainer's own task module is importable on the trainer's side only. An agent
+    without it used to vote spec_invalid, refuting the run for ever; it now runs the code
+    bundle the spec commits, in its sandbox, and attests."""
     code = tmp_path / "code"
     code.mkdir()
     shutil.copy(
@@ -116,10 +117,8 @@ def test_a_missing_task_module_is_no_vote(tmp_path: Path) -> None:
             o["challenge_id"]: o
             for o in Cli(cli.workdir, without).json("agent", "--once")["outcomes"]
         }[cid]
-        assert outcome["status"] == "pending" and "cannot verify here" in outcome["detail"]
-        assert _votes(cli, cid) == (0, "open")
-        outcome = _once(cli)[cid]
-        assert (outcome["status"], outcome["passed"]) == ("attested", True)
+        assert (outcome["status"], outcome["passed"]) == ("attested", True), outcome
+        assert _votes(cli, cid) == (1, "passed")
     finally:
         cli.run("chain", "down", check=False)
 
