@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from pol_chain.attacks.tamper import recommit_manifest
+from pol_chain.format import BUNDLE_FILE, SPEC_FILE
 from pol_chain.proof import make_spec, train
 from pol_chain.proof.policy import Policy
+from pol_chain.proof.spec import bundle_bytes
 from pol_chain.proof.verifier import verify_dir
 
 from .step_tasks import CLIP_STATS
@@ -41,6 +43,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     for name, config in VARIANTS.items():
         spec = make_spec(ENTRY, config)
         train(spec, root / name, RUN_ID, RUN_SEED)
+        (root / name / BUNDLE_FILE).write_bytes(bundle_bytes(ENTRY))  # as registration does
         out[name] = root / name
     yield out
 
@@ -49,6 +52,36 @@ def _verify(proof: Path) -> Any:
     return verify_dir(
         proof, run_id=RUN_ID, run_seed=RUN_SEED, challenge_seed=b"\x01" * 32, policy=FULL
     )
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="the agent's sandbox needs bwrap")
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_the_agents_sandboxed_replay_of_the_bundle_is_bitwise(
+    name: str, runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """What the agent runs: the committed code bundle, fetched by digest, in its sandbox."""
+    from pol_chain.compose.replay import runner_for
+    from pol_chain.proof.manifest import DirectorySource
+
+    proof = runs[name]
+    runner = runner_for(
+        (proof / SPEC_FILE).read_bytes(), RUN_SEED, DirectorySource(proof), work_dir=tmp_path
+    )
+    assert runner is not None
+    try:
+        report = verify_dir(
+            proof,
+            run_id=RUN_ID,
+            run_seed=RUN_SEED,
+            challenge_seed=b"\x02" * 32,
+            policy=FULL,
+            runner=runner,
+        )
+    finally:
+        runner.close()
+    assert report.passed, report.checks
+    assert report.bitwise_identical
+    assert all(s.metrics is not None and s.metrics.normalized_error == 0.0 for s in report.segments)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
