@@ -10,6 +10,14 @@ import pytest
 # layer → modules it must never load (directly or through its dependencies)
 RULES = {
     "pol_chain.proof": ["web3", "eth_account", "httpx", "pol_chain.ledger", "pol_chain.store"],
+    "pol_chain.sandbox": [
+        "web3",
+        "eth_account",
+        "httpx",
+        "pol_chain.ledger",
+        "pol_chain.store",
+        "pol_chain.agent",
+    ],
     "pol_chain.tasks": ["web3", "httpx", "pol_chain.ledger", "pol_chain.store"],
     "pol_chain.ledger": ["torch", "pol_chain.proof", "pol_chain.store"],
     "pol_chain.store": ["torch", "web3", "pol_chain.proof", "pol_chain.ledger"],
