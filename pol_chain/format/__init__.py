@@ -12,6 +12,8 @@ counts, ranges) and any violation is a :class:`FormatError` naming the field.
 - :mod:`.report` — :class:`Report`, :class:`SegmentResult`, :class:`Check`, :class:`Metrics`.
 - :mod:`.reasons` — :class:`Reason`, the verdict's reason codes.
 - :mod:`.binding` — :class:`RunBinding`, a proof directory's chain facts.
+- :mod:`.rounds` — distributed training: :class:`DistributedPlan`, :class:`Submissions`,
+  :class:`RoundRecord`, :class:`RoundsManifest` (``docs/distributed.md``).
 """
 
 from pol_chain.format._json import (
@@ -57,6 +59,18 @@ from pol_chain.format.names import (
 )
 from pol_chain.format.reasons import Reason
 from pol_chain.format.report import Check, Metrics, Report, SegmentResult, Thresholds
+from pol_chain.format.rounds import (
+    DistributedPlan,
+    Draw,
+    Hello,
+    RoundRecord,
+    RoundsEntry,
+    RoundsManifest,
+    Submissions,
+    WorkerSubmission,
+    WorkerVerdict,
+    parse_any_manifest,
+)
 from pol_chain.format.segment import Segment, SegmentStep
 from pol_chain.format.spec import DatasetCommitment, InitRule, TaskSpec
 
@@ -77,8 +91,11 @@ __all__ = [
     "Check",
     "CheckpointMeta",
     "DatasetCommitment",
+    "DistributedPlan",
+    "Draw",
     "FinalModel",
     "FormatError",
+    "Hello",
     "InitRule",
     "JsonObject",
     "Manifest",
@@ -87,21 +104,28 @@ __all__ = [
     "NotAProofDir",
     "Reason",
     "Report",
+    "RoundRecord",
+    "RoundsEntry",
+    "RoundsManifest",
     "RunBinding",
     "SegmentResult",
     "Segment",
     "SegmentStep",
     "SpecError",
+    "Submissions",
     "TaskSpec",
     "TensorInfo",
     "Thresholds",
     "UnknownFormat",
+    "WorkerSubmission",
+    "WorkerVerdict",
     "canonical_json",
     "check_model_meta",
     "checkpoint_name",
     "from_hex",
     "metadata_entry",
     "model_meta",
+    "parse_any_manifest",
     "parse_digest",
     "parse_header",
     "parse_json",

@@ -13,13 +13,19 @@ __all__ = [
     "BINDING_FORMAT",
     "CHALLENGE_DOMAIN",
     "CHECKPOINT_FORMAT",
+    "DRAW_DOMAIN",
+    "HELLO_FORMAT",
     "MANIFEST_FORMAT",
     "MODEL_FORMAT",
+    "PLAN_FORMAT",
     "REPORT_FORMAT",
+    "ROUND_FORMAT",
+    "ROUNDS_MANIFEST_FORMAT",
     "SAMPLE_LEAF_RULE",
     "SEED_DOMAIN",
     "SEGMENT_FORMAT",
     "SPEC_FORMAT",
+    "SUBMISSIONS_FORMAT",
 ]
 
 SPEC_FORMAT = "polchain-spec-v1"
@@ -30,6 +36,13 @@ MODEL_FORMAT = "polchain-model-v1"
 REPORT_FORMAT = "polchain-report-v1"
 BINDING_FORMAT = "polchain-binding-v1"
 
+# distributed training across untrusted workers (docs/distributed.md)
+PLAN_FORMAT = "polchain-distributed-plan-v1"
+HELLO_FORMAT = "polchain-distributed-hello-v1"
+SUBMISSIONS_FORMAT = "polchain-submissions-v1"
+ROUND_FORMAT = "polchain-round-v1"
+ROUNDS_MANIFEST_FORMAT = "polchain-rounds-manifest-v1"
+
 SAMPLE_LEAF_RULE = "polchain-sample-v1"
 """Per-sample dataset leaf rule (the spec's ``dataset.leaf_rule``)."""
 
@@ -38,3 +51,6 @@ SEED_DOMAIN = b"polchain-seed-v1\x00"
 
 CHALLENGE_DOMAIN = b"polchain-challenge-v1\x00"
 """Domain of the random segment draw from a challenge seed."""
+
+DRAW_DOMAIN = b"polchain-draw-v1\x00"
+"""Domain of a distributed round's draw of the workers to replay."""
