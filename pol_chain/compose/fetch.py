@@ -15,7 +15,7 @@ from pol_chain.commitment import run_seed
 from pol_chain.errors import PolchainError
 
 if TYPE_CHECKING:
-    from pol_chain.format import Manifest
+    from pol_chain.format import Manifest, RoundsManifest
     from pol_chain.ledger import LedgerReader, RunHistory
     from pol_chain.store import ArtefactStore
 
@@ -51,7 +51,7 @@ class FetchedProof:
     """A run's proof as the chain commits it, ready for :func:`pol_chain.proof.verify`."""
 
     history: RunHistory
-    manifest: Manifest
+    manifest: Manifest | RoundsManifest
     source: StoreSource
     spec_bytes: bytes
     run_seed: bytes
@@ -73,7 +73,7 @@ class FetchedProof:
 
 def fetch_proof(client: LedgerReader, store: ArtefactStore, run_id: bytes) -> FetchedProof:
     """Read run ``run_id`` from the chain and fetch its spec and manifest from ``store``."""
-    from pol_chain.format import Manifest
+    from pol_chain.format import parse_any_manifest
     from pol_chain.ledger import run_history
 
     history = run_history(client, run_id)
@@ -81,7 +81,7 @@ def fetch_proof(client: LedgerReader, store: ArtefactStore, run_id: bytes) -> Fe
         raise NothingToVerify(f"run 0x{run_id.hex()} has no committed checkpoints")
     spec_bytes = store.get_bytes(history.spec_cid, expect_sha256=history.spec_digest)
     manifest_cid = history.commits[-1].manifest_cid
-    manifest = Manifest.from_bytes(store.get_bytes(manifest_cid))
+    manifest = parse_any_manifest(store.get_bytes(manifest_cid))  # either kind of run
     cids: dict[bytes, str] = {history.spec_digest: history.spec_cid, **manifest.cids()}
     if history.model_digest is not None and history.model_cid:
         cids[history.model_digest] = history.model_cid
