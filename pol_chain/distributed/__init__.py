@@ -24,19 +24,30 @@ People who start their own processes join a gloo group themselves and call
 ``run_worker(rank)`` on the others.
 """
 
-from pol_chain.distributed.behaviours import BEHAVIOURS, UnknownBehaviour, parse_byzantine
-from pol_chain.distributed.coordinator import (
-    Coordinator,
-    DistributedResult,
-    RoundSummary,
-    WorkerStatus,
-)
-from pol_chain.distributed.launch import LocalWorkers, distributed_spec, init_group, run_local
-from pol_chain.distributed.outliers import OutlierRule, find_outliers
-from pol_chain.distributed.publish import RoundsPublisher, register_run
-from pol_chain.distributed.wire import PeerLost
-from pol_chain.distributed.worker import run_worker
-from pol_chain.format import DistributedPlan
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pol_chain.distributed.coordinator import (
+        Coordinator,
+        DistributedResult,
+        RoundSummary,
+        WorkerStatus,
+    )
+    from pol_chain.distributed.flags import BEHAVIOURS, UnknownBehaviour, parse_byzantine
+    from pol_chain.distributed.launch import (
+        LocalWorkers,
+        distributed_spec,
+        init_group,
+        run_local,
+    )
+    from pol_chain.distributed.outliers import OutlierRule, find_outliers
+    from pol_chain.distributed.publish import RoundsPublisher, register_run
+    from pol_chain.distributed.wire import PeerLost
+    from pol_chain.distributed.worker import run_worker
+    from pol_chain.format import DistributedPlan
 
 __all__ = [
     "BEHAVIOURS",
@@ -58,3 +69,39 @@ __all__ = [
     "run_local",
     "run_worker",
 ]
+
+_WHERE = {
+    "BEHAVIOURS": "pol_chain.distributed.flags",
+    "UnknownBehaviour": "pol_chain.distributed.flags",
+    "parse_byzantine": "pol_chain.distributed.flags",
+    "Coordinator": "pol_chain.distributed.coordinator",
+    "DistributedResult": "pol_chain.distributed.coordinator",
+    "RoundSummary": "pol_chain.distributed.coordinator",
+    "WorkerStatus": "pol_chain.distributed.coordinator",
+    "LocalWorkers": "pol_chain.distributed.launch",
+    "distributed_spec": "pol_chain.distributed.launch",
+    "init_group": "pol_chain.distributed.launch",
+    "run_local": "pol_chain.distributed.launch",
+    "OutlierRule": "pol_chain.distributed.outliers",
+    "find_outliers": "pol_chain.distributed.outliers",
+    "RoundsPublisher": "pol_chain.distributed.publish",
+    "register_run": "pol_chain.distributed.publish",
+    "PeerLost": "pol_chain.distributed.wire",
+    "run_worker": "pol_chain.distributed.worker",
+    "DistributedPlan": "pol_chain.format",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module defining ``name`` on first access (PEP 562): the flags and the
+    plan stay torch-free for the CLI."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +29,8 @@ __all__ = ["main"]
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+    print(f"{stamp} {message}", file=sys.stderr, flush=True)
 
 
 def _worker(args: argparse.Namespace, rank: int) -> int:
@@ -93,7 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torchrun = "RANK" in os.environ and args.rank is None
     if args.task == "worker" or int(os.environ.get("RANK", "0")) > 0:
-        import pol_chain.distributed.worker  # noqa: F401 - import before the rendezvous
+        # the slow first steps (imports, torch's determinism switch: ~1.5 s) before the
+        # rendezvous, while rank 0 still builds and registers the run
+        import pol_chain.distributed.worker  # noqa: F401
+        from pol_chain.proof.task import configure_determinism
+
+        configure_determinism(True)
     try:
         if torchrun:
             rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -103,11 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("outside torchrun: worker --rank R --world-size W --master-port P")
             rank, world = args.rank, args.world_size
             init_group(rank, world, args.master_addr, args.master_port)
+        if rank > 0:
+            _worker(args, rank)
+            sys.stderr.flush()
+            os._exit(0)  # done: skip tearing torch and gloo down (seconds, for nothing)
         try:
-            if rank == 0:
-                _coordinator(args, world)
-            else:
-                _worker(args, rank)
+            _coordinator(args, world)
         finally:
             dist.destroy_process_group()
     except PolchainError as exc:

@@ -283,21 +283,6 @@ class Coordinator:
     def _run(self, started: float) -> DistributedResult:
         plan, spec = self.plan, self.spec
         configure_determinism(True, plan.threads)
-        self.bundle = build_bundle(spec, self.run_seed, self.device)
-        self.schedule = Schedule.of(spec, self.run_seed, plan)
-        for rank in self.workers:
-            self.schedule.steps(1, rank)  # every shard holds a batch
-        base, base_meta = initial_state(self.bundle)
-        w0_bytes = serialize_state(base, base_meta)
-        w0 = self._bytes(checkpoint_name(0), w0_bytes)
-        manifest = RoundsManifest.new(self.run_id, spec.digest).with_entry(
-            RoundsEntry(0, 0, w0, None, make_leaf(self.run_id, 0, 0, w0.sha256, ZERO32))
-        )
-        self.publisher.commit(manifest)
-        self.reference, _ = train_local(self.bundle, base, base_meta, self.schedule.steps(1, 1)[:1])
-        self.limits = Limits(
-            4 * len(w0_bytes) + (1 << 20), (1 << 20) + 32 * plan.local_steps * spec.batch_size
-        )
         hello_parts = {
             w: (
                 Hello(
@@ -312,8 +297,24 @@ class Coordinator:
             )
             for w in self.workers
         }
-        for w in self.workers:
+        for w in self.workers:  # first: the workers build their task while we do ours
             self._send(w, HELLO, 0, hello_parts[w])
+        self.bundle = build_bundle(spec, self.run_seed, self.device)
+        self.parameters = {"model." + n for n, _ in self.bundle.model.named_parameters()}
+        self.schedule = Schedule.of(spec, self.run_seed, plan)
+        for rank in self.workers:
+            self.schedule.steps(1, rank)  # every shard holds a batch
+        base, base_meta = initial_state(self.bundle)
+        w0_bytes = serialize_state(base, base_meta)
+        w0 = self._bytes(checkpoint_name(0), w0_bytes)
+        manifest = RoundsManifest.new(self.run_id, spec.digest).with_entry(
+            RoundsEntry(0, 0, w0, None, make_leaf(self.run_id, 0, 0, w0.sha256, ZERO32))
+        )
+        self.publisher.commit(manifest)
+        self.reference, _ = train_local(self.bundle, base, base_meta, self.schedule.steps(1, 1)[:1])
+        self.limits = Limits(
+            4 * len(w0_bytes) + (1 << 20), (1 << 20) + 32 * plan.local_steps * spec.batch_size
+        )
         summaries: list[RoundSummary] = []
         base_bytes, base_ref = w0_bytes, w0
         for r in range(1, plan.rounds + 1):
@@ -526,7 +527,7 @@ class Coordinator:
         checked: dict[int, list[str]] = {}
         if plan.verify:
             updates = {w: model_update(c.state, base) for w, c in candidates.items()}
-            outliers = find_outliers(updates, self._previous, self.rule)
+            outliers = find_outliers(updates, self._previous, self.rule, self.parameters)
             self._previous = [torch.cat(list(u.values())) for u in updates.values() if u]
             out.picked = draw(seed, subs.submitted, plan.check_probability)
             for w in out.picked:

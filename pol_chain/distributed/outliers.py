@@ -12,7 +12,9 @@ outlier is only *replayed*, and rejected only if its replay fails:
   early rounds), the update's norm is off the median by more than ``norm_factor`` either
   way — a scaled update, a lazy worker's short one, a zero update;
 - ``direction``: on the same scaled updates, the cosine with at least half of the other
-  workers' updates is below ``direction_cos`` — a sign-flipped or random update.
+  workers' updates is below ``direction_cos`` — a sign-flipped or random update; the
+  trainable parameters and the other tensors are compared apart, so honest BatchNorm
+  statistics cannot hide a random update of the weights.
 
 Thresholds: on digits (4 workers, H = 5, 30 rounds) honest updates stayed within
 0.66–1.36 of the median norm and had pairwise cosines ≥ 0.19; a sign flip had ≤ −0.08
@@ -22,7 +24,7 @@ with every honest update, a lazy worker doing half its steps 0.24–0.62 of the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,9 +65,13 @@ def find_outliers(
     updates: Mapping[int, Mapping[str, torch.Tensor]],
     previous: Sequence[torch.Tensor] = (),
     rule: OutlierRule | None = None,
+    parameters: Collection[str] | None = None,
 ) -> dict[int, list[str]]:
     """``{rank: [tests it failed]}`` for the round's ``updates`` (from
-    :func:`model_update`); ``previous`` holds the last round's flat updates."""
+    :func:`model_update`); ``previous`` holds the last round's flat updates. With
+    ``parameters`` (the trainable tensors' names), the direction test looks at the
+    parameters and at the other tensors (BatchNorm statistics) apart: an update that
+    points elsewhere in either disagrees."""
     rule = rule or OutlierRule()
     ranks = sorted(updates)
     flagged: dict[int, list[str]] = {}
@@ -90,16 +96,22 @@ def find_outliers(
                 flag(a, "duplicate")
     n = len(ranks)
     if n < 2:
-        return flagged
+        return {r: flagged[r] for r in sorted(flagged)}
     scales = {}
     for k in names:
         norms = sorted(float(updates[r][k].norm()) for r in ranks)
         if norms[n // 2] > 0:
             scales[k] = norms[n // 2]
     if not scales:
-        return flagged
-    scaled = {r: torch.cat([updates[r][k] / scales[k] for k in scales]) for r in ranks}
-    sizes = {r: float(scaled[r].norm()) for r in ranks}
+        return {r: flagged[r] for r in sorted(flagged)}
+    trainable = set(parameters) if parameters is not None else set(scales)
+    groups = [
+        g
+        for g in ([k for k in scales if k in trainable], [k for k in scales if k not in trainable])
+        if g
+    ]
+    scaled = {r: [torch.cat([updates[r][k] / scales[k] for k in g]) for g in groups] for r in ranks}
+    sizes = {r: math.sqrt(sum(float(part.norm()) ** 2 for part in scaled[r])) for r in ranks}
     median = sorted(sizes.values())[n // 2]
     if median > 0:
         for r in ranks:
@@ -109,7 +121,11 @@ def find_outliers(
     need = math.ceil((n - 1) / 2)
     for r in ranks:
         against = sum(
-            1 for o in ranks if o != r and _cos(scaled[r], scaled[o]) < rule.direction_cos
+            1
+            for o in ranks
+            if o != r
+            and min(_cos(a, b) for a, b in zip(scaled[r], scaled[o], strict=True))
+            < rule.direction_cos
         )
         if against >= need:
             flag(r, "direction")

@@ -42,6 +42,7 @@ def run_worker(
     channel = Channel()
     hello_msg = channel.recv(0, (HELLO,), Limits(1 << 16, 1 << 20), idle_timeout)
     hello = Hello.from_bytes(hello_msg.parts[0])
+    say(f"worker {rank}: hello")
     spec_bytes = hello_msg.parts[1]
     if hashlib.sha256(spec_bytes).digest() != hello.spec_sha256 or hello.rank != rank:
         raise PolchainError(f"worker {rank}: the hello does not match its spec or rank")
