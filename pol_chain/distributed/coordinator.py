@@ -300,7 +300,6 @@ class Coordinator:
         for w in self.workers:  # first: the workers build their task while we do ours
             self._send(w, HELLO, 0, hello_parts[w])
         self.bundle = build_bundle(spec, self.run_seed, self.device)
-        self.parameters = {"model." + n for n, _ in self.bundle.model.named_parameters()}
         self.schedule = Schedule.of(spec, self.run_seed, plan)
         for rank in self.workers:
             self.schedule.steps(1, rank)  # every shard holds a batch
@@ -527,7 +526,7 @@ class Coordinator:
         checked: dict[int, list[str]] = {}
         if plan.verify:
             updates = {w: model_update(c.state, base) for w, c in candidates.items()}
-            outliers = find_outliers(updates, self._previous, self.rule, self.parameters)
+            outliers = find_outliers(updates, self._previous, self.rule)
             self._previous = [torch.cat(list(u.values())) for u in updates.values() if u]
             out.picked = draw(seed, subs.submitted, plan.check_probability)
             for w in out.picked:

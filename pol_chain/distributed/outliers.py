@@ -7,14 +7,13 @@ outlier is only *replayed*, and rejected only if its replay fails:
 - ``duplicate``: the update is (cosine ≥ ``duplicate_cos``) another worker's update of
   this round or any update of the previous round — a copier, or a stale worker
   resubmitting an old update;
-- ``norm``: with every tensor scaled by the median (over workers) of its own update
-  norm, so that each tensor counts alike (BatchNorm statistics would otherwise dominate
-  early rounds), the update's norm is off the median by more than ``norm_factor`` either
-  way — a scaled update, a lazy worker's short one, a zero update;
+- ``norm``: with every tensor scaled element-wise by the workers' median RMS of its own
+  update (so that no tensor dominates by its units — BatchNorm statistics would in early
+  rounds — and every tensor counts by its size), the update's norm is off the median by
+  more than ``norm_factor`` either way — a scaled update, a lazy worker's short one, an
+  empty one;
 - ``direction``: on the same scaled updates, the cosine with at least half of the other
-  workers' updates is below ``direction_cos`` — a sign-flipped or random update; the
-  trainable parameters and the other tensors are compared apart, so honest BatchNorm
-  statistics cannot hide a random update of the weights.
+  workers' updates is below ``direction_cos`` — a sign-flipped or random update.
 
 Thresholds: on digits (4 workers, H = 5, 30 rounds) honest updates stayed within
 0.66–1.36 of the median norm and had pairwise cosines ≥ 0.19; a sign flip had ≤ −0.08
@@ -24,7 +23,7 @@ with every honest update, a lazy worker doing half its steps 0.24–0.62 of the 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,72 +60,64 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b) / (na * nb)
 
 
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosines of every row of ``a`` with every row of ``b`` (0 for a zero row)."""
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    denom = torch.outer(na, nb)
+    return torch.where(denom > 0, (a @ b.T) / denom.clamp_min(1e-300), torch.zeros_like(denom))
+
+
 def find_outliers(
     updates: Mapping[int, Mapping[str, torch.Tensor]],
     previous: Sequence[torch.Tensor] = (),
     rule: OutlierRule | None = None,
-    parameters: Collection[str] | None = None,
 ) -> dict[int, list[str]]:
     """``{rank: [tests it failed]}`` for the round's ``updates`` (from
-    :func:`model_update`); ``previous`` holds the last round's flat updates. With
-    ``parameters`` (the trainable tensors' names), the direction test looks at the
-    parameters and at the other tensors (BatchNorm statistics) apart: an update that
-    points elsewhere in either disagrees."""
+    :func:`model_update`); ``previous`` holds the last round's flat updates."""
     rule = rule or OutlierRule()
     ranks = sorted(updates)
-    flagged: dict[int, list[str]] = {}
-
-    def flag(rank: int, test: str) -> None:
-        if test not in flagged.setdefault(rank, []):
-            flagged[rank].append(test)
-
+    flagged: dict[int, list[str]] = {r: [] for r in ranks}
     if not ranks:
-        return flagged
+        return {}
     names = sorted(set.intersection(*(set(updates[r]) for r in ranks)))
-    flat = {
-        r: torch.cat([updates[r][k] for k in names]) if names else torch.zeros(0) for r in ranks
-    }
-    for i, a in enumerate(ranks):
-        for b in ranks[i + 1 :]:
-            if _cos(flat[a], flat[b]) >= rule.duplicate_cos:
-                flag(a, "duplicate")
-                flag(b, "duplicate")
-        for old in previous:
-            if old.shape == flat[a].shape and _cos(flat[a], old) >= rule.duplicate_cos:
-                flag(a, "duplicate")
+    if not names:
+        return {}
+    raw = torch.stack([torch.cat([updates[r][k] for k in names]) for r in ranks])
     n = len(ranks)
-    if n < 2:
-        return {r: flagged[r] for r in sorted(flagged)}
-    scales = {}
-    for k in names:
-        norms = sorted(float(updates[r][k].norm()) for r in ranks)
-        if norms[n // 2] > 0:
-            scales[k] = norms[n // 2]
-    if not scales:
-        return {r: flagged[r] for r in sorted(flagged)}
-    trainable = set(parameters) if parameters is not None else set(scales)
-    groups = [
-        g
-        for g in ([k for k in scales if k in trainable], [k for k in scales if k not in trainable])
-        if g
-    ]
-    scaled = {r: [torch.cat([updates[r][k] / scales[k] for k in g]) for g in groups] for r in ranks}
-    sizes = {r: math.sqrt(sum(float(part.norm()) ** 2 for part in scaled[r])) for r in ranks}
-    median = sorted(sizes.values())[n // 2]
-    if median > 0:
-        for r in ranks:
-            ratio = sizes[r] / median
-            if ratio > rule.norm_factor or ratio < 1.0 / rule.norm_factor:
-                flag(r, "norm")
-    need = math.ceil((n - 1) / 2)
-    for r in ranks:
-        against = sum(
-            1
-            for o in ranks
-            if o != r
-            and min(_cos(a, b) for a, b in zip(scaled[r], scaled[o], strict=True))
-            < rule.direction_cos
+    same = _cosines(raw, raw)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if same[i, j] >= rule.duplicate_cos:
+                flagged[ranks[i]].append("duplicate")
+                flagged[ranks[j]].append("duplicate")
+    old = [p for p in previous if p.shape == raw[0].shape]
+    if old:
+        hits = (_cosines(raw, torch.stack(old)) >= rule.duplicate_cos).any(dim=1)
+        for i in range(n):
+            if hits[i] and "duplicate" not in flagged[ranks[i]]:
+                flagged[ranks[i]].append("duplicate")
+    if n >= 2:
+        # per-element scale of each tensor: the workers' median RMS of its update
+        sizes = [updates[ranks[0]][k].numel() for k in names]
+        scale = []
+        for k, size in zip(names, sizes, strict=True):
+            rms = sorted(float(updates[r][k].norm()) for r in ranks)[n // 2] / math.sqrt(
+                max(1, size)
+            )
+            scale.append(rms if rms > 0 else math.inf)
+        scaled = raw / torch.repeat_interleave(
+            torch.tensor(scale, dtype=raw.dtype), torch.tensor(sizes)
         )
-        if against >= need:
-            flag(r, "direction")
-    return {r: flagged[r] for r in sorted(flagged)}
+        length = scaled.norm(dim=1)
+        median = float(length.sort().values[n // 2])
+        cos = _cosines(scaled, scaled)
+        need = math.ceil((n - 1) / 2)
+        for i, r in enumerate(ranks):
+            if median > 0:
+                ratio = float(length[i]) / median
+                if ratio > rule.norm_factor or ratio < 1.0 / rule.norm_factor:
+                    flagged[r].append("norm")
+            against = sum(1 for j in range(n) if j != i and cos[i, j] < rule.direction_cos)
+            if against >= need:
+                flagged[r].append("direction")
+    return {r: tests for r, tests in flagged.items() if tests}

@@ -129,7 +129,7 @@ def test_every_misbehaviour_fails_its_replay_and_is_flagged(
         verdict = check_submission(bundle, base, meta, steps, state, policy, how)
         assert Reason.REPLAY_DISTANCE in verdict.reasons, how
         updates = {w: model_update(s, base) for w, s in {**honest, 4: state}.items()}
-        found = find_outliers(updates, previous, parameters=actor.params)
+        found = find_outliers(updates, previous)
         flags[how] = found.get(4, [])
         innocent = {w: t for w, t in found.items() if w != 4 and not (how == "copier" and w == 1)}
         assert innocent == {}, (how, found)
