@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,18 @@ __all__ = ["main"]
 def _log(message: str) -> None:
     stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
     print(f"{stamp} {message}", file=sys.stderr, flush=True)
+
+
+def _orphan_watch(parent: int) -> None:
+    """Exit as soon as the launching process is gone (a local worker must not outlive
+    the coordinator that spawned it, even one killed before the rendezvous)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="polchain-orphan-watch", daemon=True).start()
 
 
 def _worker(args: argparse.Namespace, rank: int) -> int:
@@ -85,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--master-port", type=int)
     parser.add_argument("--byzantine", action="append", metavar="RANK=BEHAVIOUR")
     parser.add_argument("--idle-timeout", type=float, default=3600.0)
+    parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-steps", type=int, default=5)
     parser.add_argument("--check-probability", type=float, default=0.25)
@@ -94,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/distributed")
     args = parser.parse_args(argv)
     torchrun = "RANK" in os.environ and args.rank is None
+    if args.parent_pid:
+        _orphan_watch(args.parent_pid)
     if args.task == "worker" or int(os.environ.get("RANK", "0")) > 0:
         # the slow first steps (imports, torch's determinism switch: ~1.5 s) before the
         # rendezvous, while rank 0 still builds and registers the run

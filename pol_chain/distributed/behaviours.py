@@ -9,7 +9,8 @@ check short of a replay — which is what a replay is for:
 - ``sign_flip``: the honest update negated; ``scale``: the honest update times 5
   (parameters and optimizer state; BatchNorm statistics left honest);
 - ``lazy``: trains only the first ⌈H/2⌉ of its H steps;
-- ``stale``: resubmits its previous round's update on the new base (round 1: no update);
+- ``stale``: trains in its first round only, then resubmits that old update on every
+  new base (a free rider);
 - ``copier``: submits another worker's update (everything is public: the run seed gives
   every worker's batches, so it reproduces worker 1's work, or worker 2's if it is 1);
 - ``off_shard``: trains its H steps on samples outside its shard;
@@ -54,7 +55,7 @@ class Actor:
         self.run_seed, self.rank = run_seed, rank
         self.behaviours = tuple(behaviours) or ("honest",)
         self.params = {"model." + n for n, _ in bundle.model.named_parameters()}
-        self._last: tuple[State, Mapping[str, torch.Tensor]] | None = None
+        self._first: tuple[State, Mapping[str, torch.Tensor]] | None = None
 
     def behaviour(self, round_: int) -> str:
         """The behaviour of round ``round_``."""
@@ -70,8 +71,10 @@ class Actor:
         if how == "slow":
             time.sleep(SLOW_SECONDS)
         honest, meta = train_local(self.bundle, base, base_meta, steps, end)
-        previous, self._last = self._last, (honest, base)
-        if how in ("honest", "slow"):
+        first = self._first
+        if first is None:
+            self._first = (honest, base)
+        if how in ("honest", "slow") or (how == "stale" and first is None):
             return honest, meta, steps
         if how == "lazy":
             short = steps[: math.ceil(len(steps) / 2)]
@@ -86,7 +89,8 @@ class Actor:
                 self.bundle, base, base_meta, self._off_shard(round_, steps), end
             )
         elif how == "stale":
-            state = self._stale(base, honest, previous)
+            assert first is not None
+            state = self._rebased(base, *first)
         else:
             state = self._transform(how, round_, base, honest)
         return state, meta, steps
@@ -116,21 +120,16 @@ class Actor:
                 out[k] = start + noise * (float(delta.norm()) / size if size > 0 else 0.0)
         return out
 
-    def _stale(
-        self,
-        base: Mapping[str, torch.Tensor],
-        honest: State,
-        previous: tuple[State, Mapping[str, torch.Tensor]] | None,
+    @staticmethod
+    def _rebased(
+        base: Mapping[str, torch.Tensor], old: State, old_base: Mapping[str, torch.Tensor]
     ) -> State:
+        """``old``'s update (``old - old_base``) applied to ``base``."""
         out: State = {}
-        for k, v in honest.items():
+        for k, v in old.items():
             start = base[k] if k in base else torch.zeros_like(v)
-            if previous is None:
-                out[k] = start.clone()  # nothing done yet to resubmit: no update at all
-                continue
-            old, old_base = previous
             before = old_base[k] if k in old_base else torch.zeros_like(v)
-            out[k] = start + (old[k] - before) if k in old else start.clone()
+            out[k] = start + (v - before)
         return out
 
     def _off_shard(self, round_: int, steps: Sequence[SegmentStep]) -> tuple[SegmentStep, ...]:

@@ -134,6 +134,8 @@ class LocalWorkers:
                 str(self.workers + 1),
                 "--master-port",
                 str(port),
+                "--parent-pid",
+                str(os.getpid()),
             ]
             if rank in self.byzantine:
                 cmd += ["--byzantine", f"{rank}={','.join(self.byzantine[rank])}"]
