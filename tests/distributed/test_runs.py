@@ -6,21 +6,41 @@ verifier agent passes."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pol_chain.agent import VerifierAgent
+from pol_chain.commitment import leaf
 from pol_chain.distributed import DistributedPlan, LocalWorkers
-from pol_chain.format import Reason, RoundRecord, Submissions
-from pol_chain.format.rounds import round_record_name, submissions_name
+from pol_chain.format import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    ArtefactRef,
+    Reason,
+    RoundRecord,
+    RoundsManifest,
+    Submissions,
+    model_meta,
+)
+from pol_chain.format.rounds import (
+    global_name,
+    round_record_name,
+    submissions_name,
+    worker_state_name,
+)
 from pol_chain.ledger import ChallengeStatus, run_history
 from pol_chain.ledger.accounts import dev_account
 from pol_chain.ledger.client import LedgerClient
+from pol_chain.proof.canonical import atomic_write, sha256
+from pol_chain.proof.engine import model_tensors
 from pol_chain.proof.policy import Policy
-from pol_chain.proof.rounds import draw, draw_seed
+from pol_chain.proof.rounds import aggregate, draw, draw_seed, global_meta
+from pol_chain.proof.serialization import load_checkpoint_bytes, serialize_state, write_state
 from pol_chain.proof.verifier import verify_dir
 
 from .conftest import CHALLENGER, VERIFIER, Run, start_run
@@ -129,6 +149,53 @@ def test_the_finished_run_verifies_and_the_agent_attests_pass(
     assert owner is not None and owner.run_id == run.binding.run_id_bytes
 
 
+def test_a_coordinator_that_aggregates_a_rejected_update_fails_verification(
+    checked_run: Run, tmp_path: Path
+) -> None:
+    """Round 10 rejected worker 3 (stale). A forger re-records it as accepted, aggregates
+    it, and commits leaves and a model to match: every record is consistent, only the
+    replay of round 10 can tell — and does."""
+    forged = tmp_path / "forged"
+    shutil.copytree(checked_run.out, forged)
+    subs, rec = records(checked_run, 10)
+    assert rec.worker(3).status == "rejected"  # type: ignore[union-attr]
+    rec = replace(
+        rec,
+        workers=tuple(
+            replace(v, status="accepted", reasons=(), detail="") if v.rank == 3 else v
+            for v in rec.workers
+        ),
+    )
+    base, _ = load_checkpoint_bytes((forged / global_name(9)).read_bytes(), "base")
+    states = [
+        load_checkpoint_bytes((forged / worker_state_name(10, w)).read_bytes(), "s")[0]
+        for w in (1, 2, 3)
+    ]
+    glob = aggregate(base, states)
+    atomic_write(forged / round_record_name(10), rec.to_bytes())
+    glob_bytes = serialize_state(glob, global_meta(30))
+    atomic_write(forged / global_name(10), glob_bytes)
+    model = write_state(forged / MODEL_FILE, model_tensors(glob), model_meta())
+    manifest = RoundsManifest.from_bytes((forged / MANIFEST_FILE).read_bytes())
+    last = manifest.entries[-1]
+    g, r = (
+        ArtefactRef(global_name(10), sha256(glob_bytes)),
+        ArtefactRef(round_record_name(10), rec.digest),
+    )
+    run_id = checked_run.binding.run_id_bytes
+    entry = replace(last, checkpoint=g, record=r, leaf=leaf(run_id, 20, 30, g.sha256, r.sha256))
+    manifest = replace(manifest, entries=(*manifest.entries[:-1], entry), final=None)
+    manifest = manifest.with_final(ArtefactRef(MODEL_FILE, model))
+    atomic_write(forged / MANIFEST_FILE, manifest.to_bytes())
+    report = verify_dir(
+        forged, run_id=run_id, run_seed=checked_run.binding.run_seed, challenge_seed=b"\x05" * 32
+    )
+    assert not report.passed and "replay_distance" in report.reason_codes
+    assert set(report.reason_codes) <= {"replay_distance", "direction"}
+    assert [s.index for s in report.segments if not s.passed] == [10]
+    assert report.checks["rounds"].ok is False and report.checks["integrity"].ok
+
+
 def test_random_checks_catch_what_statistics_cannot(
     module_ledger: LedgerClient, tmp_path: Path
 ) -> None:
@@ -174,7 +241,7 @@ def test_a_sigkilled_worker_does_not_stall_its_round(
     module_ledger: LedgerClient, tmp_path: Path
 ) -> None:
     plan = DistributedPlan(workers=3, local_steps=3, rounds=3, check_probability=0.25)
-    workers = LocalWorkers(3, {2: ("slow",)}, log_dir=tmp_path / "logs")
+    workers = LocalWorkers(3, {2: ("honest", "slow")}, log_dir=tmp_path / "logs")
     killed: dict[str, float] = {}
 
     def on_event(event: str, r: int) -> None:
