@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "deploy": "pol_chain.cli.cmd_setup",
     "register": "pol_chain.cli.cmd_train",
     "train": "pol_chain.cli.cmd_train",
+    "distributed": "pol_chain.cli.cmd_distributed",
     "commit": "pol_chain.cli.cmd_train",
     "finalize": "pol_chain.cli.cmd_train",
     "challenge": "pol_chain.cli.cmd_verify",

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from pol_chain.commitment import run_seed
 from pol_chain.errors import PolchainError
-from pol_chain.format import FormatError, Manifest, Reason, to_hex
+from pol_chain.format import FormatError, Reason, parse_any_manifest, to_hex
 
 if TYPE_CHECKING:
+    from pol_chain.format import Manifest, RoundsManifest
     from pol_chain.ledger import LedgerReader, RunHistory
     from pol_chain.store import ArtefactStore
 
@@ -92,7 +93,7 @@ class FetchedProof:
     """A run's proof as the chain commits it, ready for :func:`pol_chain.proof.verify`."""
 
     history: RunHistory
-    manifest: Manifest
+    manifest: Manifest | RoundsManifest
     source: StoreSource
     spec_bytes: bytes
     run_seed: bytes
@@ -198,7 +199,7 @@ def fetch_proof(ledger: LedgerReader, store: ArtefactStore, run_id: bytes) -> Fe
         ) from None
     manifest_cid = history.commits[-1].manifest_cid
     try:
-        manifest = Manifest.from_bytes(store.get_bytes(manifest_cid))
+        manifest = parse_any_manifest(store.get_bytes(manifest_cid))  # either kind of run
     except KeyError:
         raise ArtefactUnavailable(f"manifest {manifest_cid}", b"\x00" * 32) from None
     except FormatError as exc:

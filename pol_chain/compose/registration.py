@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 from pol_chain.config import Settings
 from pol_chain.errors import PolchainError
 from pol_chain.format import (
+    ACCUMULATION,
     BINDING_FILE,
     BUNDLE_FILE,
     MANIFEST_FILE,
+    PLAN_KEY,
     SPEC_FILE,
     FormatError,
     RunBinding,
@@ -44,6 +46,7 @@ __all__ = [
     "open_bound",
     "open_data",
     "register_spec",
+    "store_bundle",
     "task_entry",
 ]
 
@@ -55,7 +58,7 @@ TASKS = {
 BoundRun = tuple[RunBinding, "LedgerClient", "ArtefactStore"]
 
 
-ENGINE_KEYS = ("batch_size", "epochs", "k", "grad_accumulation")
+ENGINE_KEYS = ("batch_size", "epochs", "k", ACCUMULATION, PLAN_KEY)
 """Config keys every task takes (the engine reads them) even when its defaults omit them."""
 
 
@@ -328,6 +331,28 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def store_bundle(
+    store: ArtefactStore, spec: TaskSpec, code: bytes | None = None
+) -> tuple[TaskSpec, bytes | None]:
+    """Put the code bundle of a v2 ``spec`` (``code``, or packed from this machine's
+    files, which must still pack to the spec's digest) in ``store``; return the spec
+    naming its CID and the bundle bytes (a v1 spec: unchanged, None)."""
+    if spec.bundle is None:
+        return spec, code
+    from dataclasses import replace
+
+    from pol_chain.proof.spec import bundle_bytes
+
+    code = bundle_bytes(spec.entry) if code is None else code
+    if sha256(code) != spec.bundle.sha256:
+        raise PolchainError(
+            f"the code of {spec.entry} changed since its spec was made",
+            hint="build the spec again (the bundle packs the code as it is now)",
+        )
+    cid = store.put_bytes(code, name=BUNDLE_FILE)
+    return spec.replace(bundle=replace(spec.bundle, cid=cid)), code
+
+
 def register_spec(
     settings: Settings,
     spec: TaskSpec,
@@ -348,19 +373,7 @@ def register_spec(
         )
     store = open_store(settings)
     client = open_ledger(settings, account=account)
-    if spec.bundle is not None:  # store the code bundle and name its CID in the spec
-        from dataclasses import replace
-
-        from pol_chain.proof.spec import bundle_bytes
-
-        code = bundle_bytes(spec.entry) if code is None else code
-        if sha256(code) != spec.bundle.sha256:
-            raise PolchainError(
-                f"the code of {spec.entry} changed since its spec was made",
-                hint="build the spec again (the bundle packs the code as it is now)",
-            )
-        cid = store.put_bytes(code, name=BUNDLE_FILE)
-        spec = spec.replace(bundle=replace(spec.bundle, cid=cid))
+    spec, code = store_bundle(store, spec, code)
     spec_bytes = spec.to_bytes()
     spec_cid = store.put_bytes(spec_bytes, name=SPEC_FILE)
     registered = client.register_run(spec.digest, spec_cid)

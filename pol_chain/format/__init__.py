@@ -13,6 +13,8 @@ counts, ranges) and any violation is a :class:`FormatError` naming the field.
 - :mod:`.reasons` — :class:`Reason`, the verdict's reason codes.
 - :mod:`.binding` — :class:`RunBinding`, a proof directory's chain facts.
 - :mod:`.dataset` — :class:`DatasetIndex` (a committed dataset), its shards and samples.
+- :mod:`.rounds` — distributed training: :class:`DistributedPlan`, :class:`Submissions`,
+  :class:`RoundRecord`, :class:`RoundsManifest` (``docs/distributed.md``).
 """
 
 from pol_chain.format._json import (
@@ -86,6 +88,19 @@ from pol_chain.format.names import (
 )
 from pol_chain.format.reasons import Reason
 from pol_chain.format.report import Check, Metrics, Report, SegmentResult, Thresholds
+from pol_chain.format.rounds import (
+    PLAN_KEY,
+    DistributedPlan,
+    Draw,
+    Hello,
+    RoundRecord,
+    RoundsEntry,
+    RoundsManifest,
+    Submissions,
+    WorkerSubmission,
+    WorkerVerdict,
+    parse_any_manifest,
+)
 from pol_chain.format.segment import Segment, SegmentStep
 from pol_chain.format.spec import ACCUMULATION, DatasetCommitment, InitRule, Locator, TaskSpec
 
@@ -102,6 +117,7 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MODEL_FILE",
     "PARENT_FILE",
+    "PLAN_KEY",
     "MODEL_FORMAT",
     "MODEL_META",
     "REPORT_FORMAT",
@@ -120,8 +136,11 @@ __all__ = [
     "DatasetCommitment",
     "DatasetIndex",
     "FieldSpec",
+    "DistributedPlan",
+    "Draw",
     "FinalModel",
     "FormatError",
+    "Hello",
     "InitRule",
     "JsonObject",
     "Locator",
@@ -136,15 +155,21 @@ __all__ = [
     "SampleStructure",
     "ShardMeta",
     "ShardRef",
+    "RoundRecord",
+    "RoundsEntry",
+    "RoundsManifest",
     "RunBinding",
     "SegmentResult",
     "Segment",
     "SegmentStep",
     "SpecError",
+    "Submissions",
     "TaskSpec",
     "TensorInfo",
     "Thresholds",
     "UnknownFormat",
+    "WorkerSubmission",
+    "WorkerVerdict",
     "canonical_json",
     "check_model_meta",
     "check_shard_header",
@@ -153,6 +178,7 @@ __all__ = [
     "from_hex",
     "metadata_entry",
     "model_meta",
+    "parse_any_manifest",
     "parse_digest",
     "parse_header",
     "parse_json",

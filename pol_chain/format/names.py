@@ -15,10 +15,15 @@ __all__ = [
     "CHALLENGE_DOMAIN",
     "CHECKPOINT_FORMAT",
     "DATASET_FORMAT",
+    "DRAW_DOMAIN",
+    "HELLO_FORMAT",
     "MANIFEST_FORMAT",
     "MODEL_FORMAT",
+    "PLAN_FORMAT",
     "REPORT_FORMAT",
     "REPORT_FORMAT_V1",
+    "ROUND_FORMAT",
+    "ROUNDS_MANIFEST_FORMAT",
     "SAMPLE_LEAF_RULE",
     "SANDBOX_FORMAT",
     "SEED_DOMAIN",
@@ -27,6 +32,7 @@ __all__ = [
     "SHARD_FORMAT",
     "SPEC_FORMAT",
     "SPEC_FORMAT_V1",
+    "SUBMISSIONS_FORMAT",
 ]
 
 SPEC_FORMAT = "polchain-spec-v2"
@@ -52,6 +58,13 @@ DATASET_FORMAT = "polchain-dataset-v1"
 SHARD_FORMAT = "polchain-shard-v1"
 """One shard of a committed dataset (safetensors metadata)."""
 
+# distributed training across untrusted workers (docs/distributed.md)
+PLAN_FORMAT = "polchain-distributed-plan-v1"
+HELLO_FORMAT = "polchain-distributed-hello-v1"
+SUBMISSIONS_FORMAT = "polchain-submissions-v1"
+ROUND_FORMAT = "polchain-round-v1"
+ROUNDS_MANIFEST_FORMAT = "polchain-rounds-manifest-v1"
+
 SAMPLE_LEAF_RULE = "polchain-sample-v1"
 """Per-sample dataset leaf rule (the spec's ``dataset.leaf_rule``)."""
 
@@ -60,3 +73,6 @@ SEED_DOMAIN = b"polchain-seed-v1\x00"
 
 CHALLENGE_DOMAIN = b"polchain-challenge-v1\x00"
 """Domain of the random segment draw from a challenge seed."""
+
+DRAW_DOMAIN = b"polchain-draw-v1\x00"
+"""Domain of a distributed round's draw of the workers to replay."""

@@ -29,6 +29,7 @@ from pol_chain.format import (
     Metrics,
     Reason,
     Report,
+    RoundsManifest,
     Segment,
     SegmentResult,
     TaskSpec,
@@ -440,7 +441,7 @@ def _check_membership(
 
 
 def verify(
-    manifest: Manifest,
+    manifest: Manifest | RoundsManifest,
     source: ArtefactSource,
     *,
     run_id: bytes,
@@ -474,6 +475,13 @@ def verify(
     every index of a replayed segment must open to the spec's committed root, with paths
     from ``dataset_proofs(index)`` (default: the Merkle tree of the runner's leaves).
     """
+    if isinstance(manifest, RoundsManifest):  # a distributed run (docs/distributed.md)
+        args = dict(locals())
+        del args["runner"]  # rounds replay in-process, from installed code that packs to
+        # the committed bundle (docs/distributed.md): a sandboxed round runner is left to do
+        from pol_chain.proof.rounds import verify_rounds
+
+        return verify_rounds(**args)
     policy = policy or Policy()
     env = configure_determinism(deterministic, threads)
     base: dict[str, Any] = {
@@ -680,6 +688,11 @@ def verify_dir(
 ) -> Report:
     """Verify the proof directory ``proof_dir`` (its manifest's leaves are taken as the
     committed ones unless ``committed_leaves`` is passed)."""
+    from pol_chain.proof import rounds
+
+    if rounds.is_rounds_dir(proof_dir):  # a distributed run (docs/distributed.md)
+        seeds = {"run_id": run_id, "run_seed": run_seed, "challenge_seed": challenge_seed}
+        return rounds.verify_rounds_dir(proof_dir, **seeds, **kwargs)
     source = DirectorySource(proof_dir)
     manifest = source.manifest()
     kwargs.setdefault("committed_leaves", manifest.leaves)

@@ -17,6 +17,7 @@ COMMANDS = [
     ["deploy"],
     ["register"],
     ["train"],
+    ["distributed"],
     ["commit"],
     ["finalize"],
     ["challenge"],
