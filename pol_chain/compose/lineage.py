@@ -157,11 +157,13 @@ class Lineage:
 
 
 def _spec(store: ArtefactStore, cid: str, digest: bytes) -> TaskSpec | None:
-    from pol_chain.store import ContentMismatch
+    from pol_chain.store import StoreError
 
+    # A spec CID on chain is whatever its registrant wrote: unparsable, absent or
+    # mismatched specs make the lineage incomplete, never the history command fail.
     try:
         return TaskSpec.from_bytes(store.get_bytes(cid, expect_sha256=digest))
-    except (KeyError, ContentMismatch, FormatError):
+    except (KeyError, StoreError, FormatError):
         return None
 
 

@@ -217,12 +217,17 @@ def test_history_command_without_web3(w3: Web3, ledger: LedgerClient, tmp_path: 
         env=_clean_env(POLCHAIN_HOME=str(tmp_path), POLCHAIN_RPC_URL=url, COLUMNS="200"),
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    assert out.returncode == 0, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr
     decoder = json.JSONDecoder()
     doc, end = decoder.raw_decode(out.stdout)
     owner_doc, end2 = decoder.raw_decode(out.stdout[end:].lstrip())
+    # The scenario's specs are not in any store: the lineage says so instead of failing.
+    family = doc.pop("lineage")
+    assert family["parents"] == [] and family["children"] == []
+    assert family["unreadable_specs"] > 0
     assert doc == json.loads(json.dumps(model_history(ledger, model).to_dict()))
     found = ledger.owner_of(model)
     assert found is not None
