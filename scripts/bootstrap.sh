@@ -19,7 +19,8 @@ PY_STAMP="$(stamp pyproject.toml)"
 if [ ! -f .venv/.polchain-stamp ] || [ "$(cat .venv/.polchain-stamp)" != "$PY_STAMP" ]; then
   echo "[bootstrap] installing Python dependencies (torch CPU build from the pinned wheel)"
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  # the test setup installs both framework extras (tests/integrations)
+  .venv/bin/python -m pip install --quiet -e ".[dev,lightning,hf]"
   echo "$PY_STAMP" > .venv/.polchain-stamp
 fi
 

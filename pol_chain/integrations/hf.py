@@ -1,0 +1,289 @@
+"""Record a Hugging Face ``transformers.Trainer`` run and replay it with the same
+``Trainer`` (extra ``hf``).
+
+The task function returns :func:`hf_task` (the model, its data, the run's total steps
+and the ``TrainingArguments`` its replay depends on). Training::
+
+    bundle = build_bundle(spec, run_seed)            # W0 from the run seed
+    rec = Recorder(proof, spec, run_id, run_seed, state=TrainState.of(bundle))
+    trainer = polchain_trainer(bundle, rec, output_dir="out")   # or PolchainTrainer(...)
+    trainer.train()
+    rec.close(final=True)
+
+:class:`PolchainTrainer` is ``Trainer`` with two small hooks: its training
+``DataLoader`` takes the run's ``batch_sampler`` (the data order comes from the run
+seed), and its LR schedule spans the run's total steps whatever ``max_steps`` is (so a
+replay of one segment schedules as the run did). :func:`PolchainTrainerCallback` seeds
+torch's RNG with each step's dropout seed before its first micro-batch, records each
+optimizer step and hands the optimizer and scheduler to the recorder. Default
+``max_grad_norm`` clipping, gradient accumulation (with the loss normalized over the
+tokens of the whole step) and dict batches replay bitwise.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from pol_chain.format import CheckpointMeta, SegmentStep
+from pol_chain.integrations._common import IntegrationError, check_settings, import_extra
+from pol_chain.proof.engine import TrainState
+from pol_chain.proof.errors import MalformedArtefactError
+from pol_chain.proof.recorder import Recorder
+from pol_chain.proof.task import TaskBundle
+
+__all__ = [  # and PolchainTrainer, built when first used (module __getattr__)
+    "PolchainTrainerCallback",
+    "hf_task",
+    "polchain_trainer",
+    "replay_segment",
+    "training_arguments",
+]
+
+_SETTINGS_ATTR = "polchain_hf_settings"
+_TOTAL_ATTR = "polchain_total_steps"
+_QUIET: dict[str, Any] = {
+    "report_to": [],
+    "save_strategy": "no",
+    "logging_strategy": "no",
+    "eval_strategy": "no",
+    "disable_tqdm": True,
+    "use_cpu": True,
+    "remove_unused_columns": False,
+}
+
+
+def _transformers() -> Any:
+    import_extra("accelerate", "hf")
+    return import_extra("transformers", "hf")
+
+
+def hf_task(
+    model: Any,
+    dataset: Any,
+    *,
+    total_steps: int,
+    collate: Any = None,
+    **arguments: Any,
+) -> TaskBundle:
+    """The task bundle of a ``transformers`` model trained by a ``Trainer`` with these
+    ``TrainingArguments`` (``learning_rate``, ``gradient_accumulation_steps``,
+    ``max_grad_norm``, ``lr_scheduler_type``, …: what replay depends on) over
+    ``total_steps`` optimizer steps; its replay is :func:`replay_segment`."""
+    _transformers()
+    if int(total_steps) <= 0:
+        raise IntegrationError("total_steps must be positive")
+    arguments.setdefault("gradient_accumulation_steps", 1)
+    for key in _QUIET:
+        arguments.pop(key, None)
+    bundle = TaskBundle(model=model, dataset=dataset, collate=collate, replayer=replay_segment)
+    setattr(bundle, _SETTINGS_ATTR, dict(arguments))
+    setattr(bundle, _TOTAL_ATTR, int(total_steps))
+    return bundle
+
+
+def _settings(bundle: TaskBundle) -> tuple[dict[str, Any], int]:
+    settings = getattr(bundle, _SETTINGS_ATTR, None)
+    if settings is None:
+        raise IntegrationError("this task was not built with hf_task()")
+    return dict(settings), int(getattr(bundle, _TOTAL_ATTR))
+
+
+def training_arguments(bundle: TaskBundle, output_dir: str, **extra: Any) -> Any:
+    """``TrainingArguments`` with the task's settings (``extra`` may add others, such as
+    ``max_steps`` or ``dataloader_num_workers``, never change the task's)."""
+    settings, _ = _settings(bundle)
+    clash = sorted(k for k in extra if k in settings and extra[k] != settings[k])
+    if clash:
+        raise IntegrationError(f"the task fixes {', '.join(clash)}: it cannot be changed here")
+    merged = {**_QUIET, **settings, **extra}
+    return _transformers().TrainingArguments(output_dir=output_dir, **merged)
+
+
+def _unwrap(part: Any, attr: str) -> Any:
+    inner = getattr(part, attr, None)
+    return inner if inner is not None and not callable(inner) else part
+
+
+def _state(model: Any, optimizer: Any, scheduler: Any) -> TrainState:
+    return TrainState(
+        model,
+        [_unwrap(optimizer, "optimizer")],
+        [] if scheduler is None else [_unwrap(scheduler, "scheduler")],
+    )
+
+
+_CLASSES: tuple[type, type, type] | None = None
+
+
+def _classes() -> tuple[type, type, type]:
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    tf = _transformers()
+
+    class Trainer(tf.Trainer):  # type: ignore[misc, name-defined]
+        def __init__(
+            self,
+            *args: Any,
+            batch_sampler: Any = None,
+            total_steps: int | None = None,
+            recorder: Recorder | None = None,
+            task: TaskBundle | None = None,
+            **kwargs: Any,
+        ) -> None:
+            if recorder is not None:
+                batch_sampler = recorder.batch_sampler() if batch_sampler is None else batch_sampler
+                total_steps = recorder.spec.total_steps if total_steps is None else total_steps
+                callbacks = list(kwargs.pop("callbacks", None) or [])
+                kwargs["callbacks"] = [*callbacks, PolchainTrainerCallback(recorder, task)]
+            if batch_sampler is None or total_steps is None:
+                raise IntegrationError("PolchainTrainer needs a recorder (or a batch sampler)")
+            super().__init__(*args, **kwargs)
+            self.polchain_batch_sampler = batch_sampler
+            self.polchain_total_steps = int(total_steps)
+
+        def get_train_dataloader(self) -> Any:
+            return torch.utils.data.DataLoader(
+                self.train_dataset,
+                batch_sampler=self.polchain_batch_sampler,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                persistent_workers=self.args.dataloader_num_workers > 0,
+            )
+
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            # the run's schedule, whatever part of it this trainer runs
+            return super().create_scheduler(self.polchain_total_steps, optimizer)
+
+    class Recording(tf.TrainerCallback):  # type: ignore[misc, name-defined]
+        def __init__(self, recorder: Recorder, task: TaskBundle | None) -> None:
+            self.recorder = recorder
+            self.task = task
+            self._sampler = recorder.sampler()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            rec = self.recorder
+            if self.task is not None:
+                settings, total = _settings(self.task)
+                check_settings("Hugging Face", settings, {k: getattr(args, k) for k in settings})
+                if total != rec.spec.total_steps:
+                    raise IntegrationError(
+                        f"the task schedules {total} steps, the run's spec {rec.spec.total_steps}"
+                    )
+            if args.gradient_accumulation_steps != rec.spec.accumulation:
+                raise IntegrationError(
+                    f"gradient_accumulation_steps={args.gradient_accumulation_steps}, the "
+                    f"run's spec says {rec.spec.accumulation} micro-batches per step"
+                )
+            if args.fp16:
+                raise IntegrationError("fp16 with a gradient scaler is not recorded: use bf16")
+            live = _state(kw["model"], kw["optimizer"], kw.get("lr_scheduler"))
+            rec.state.optimizers[:] = live.optimizers
+            rec.state.schedulers[:] = live.schedulers
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            torch.manual_seed(int(self.recorder.step_seeds()["dropout"]))
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            rec = self.recorder
+            rec.on_step_end(self._sampler.micro_batches(rec.step), rec.step_seeds())
+
+    class Replaying(tf.TrainerCallback):  # type: ignore[misc, name-defined]
+        def __init__(
+            self, tensors: Mapping[str, torch.Tensor], meta: CheckpointMeta, steps: Sequence[Any]
+        ) -> None:
+            self.tensors, self.meta, self.steps = tensors, meta, steps
+            self.captured: dict[str, torch.Tensor] = {}
+            self._state: TrainState | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self._state = _state(kw["model"], kw["optimizer"], kw.get("lr_scheduler"))
+            self._state.restore(self.tensors, self.meta, "checkpoint")
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            torch.manual_seed(int(self.steps[state.global_step].seeds["dropout"]))
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step == len(self.steps):
+                assert self._state is not None
+                self.captured, _ = self._state.capture(self.meta.step + len(self.steps))
+
+    _CLASSES = (Trainer, Recording, Replaying)
+    return _CLASSES
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PolchainTrainer":
+        return _classes()[0]
+    raise AttributeError(name)
+
+
+def PolchainTrainerCallback(recorder: Recorder, task: TaskBundle | None = None) -> Any:  # noqa: N802
+    """A ``transformers.TrainerCallback`` recording the run into ``recorder``; with the
+    ``task`` from :func:`hf_task` it refuses ``TrainingArguments`` that differ from the
+    task's."""
+    return _classes()[1](recorder, task)
+
+
+def polchain_trainer(
+    bundle: TaskBundle, recorder: Recorder, output_dir: str, **arguments: Any
+) -> Any:
+    """A :class:`PolchainTrainer` for the task's model and data with the task's
+    ``TrainingArguments`` (``arguments`` add others, e.g. ``max_steps`` for an early stop,
+    ``dataloader_num_workers``), recording into ``recorder``."""
+    arguments.setdefault("max_steps", recorder.spec.total_steps)
+    return _classes()[0](
+        model=bundle.model,
+        args=training_arguments(bundle, output_dir, **arguments),
+        train_dataset=bundle.data,
+        data_collator=bundle.collate or torch.utils.data.default_collate,
+        recorder=recorder,
+        task=bundle,
+    )
+
+
+def tf_printer() -> Any:
+    """The callback that prints a ``Trainer``'s logs (a replay prints nothing)."""
+    return _transformers().trainer_callback.PrinterCallback
+
+
+def replay_segment(
+    bundle: TaskBundle,
+    tensors: Mapping[str, torch.Tensor],
+    meta: CheckpointMeta,
+    steps: Sequence[SegmentStep],
+) -> dict[str, torch.Tensor]:
+    """Replay ``steps`` from a checkpoint through a fresh :class:`PolchainTrainer` with
+    the task's arguments; return the state after them (the verifier's ``replayer``)."""
+    import logging
+
+    settings, total = _settings(bundle)
+    accumulation = int(settings["gradient_accumulation_steps"])
+    if any(len(st.batches) != accumulation for st in steps):
+        raise MalformedArtefactError(
+            "segment", f"every step of this task has {accumulation} micro-batches"
+        )
+    if not steps:
+        return dict(tensors)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    trainer_cls, _, replaying = _classes()
+    callback = replaying(tensors, meta, steps)
+    with tempfile.TemporaryDirectory(prefix="polchain-hf-") as out:
+        trainer = trainer_cls(
+            model=bundle.model,
+            args=training_arguments(bundle, out, max_steps=len(steps)),
+            train_dataset=bundle.data,
+            data_collator=bundle.collate or torch.utils.data.default_collate,
+            batch_sampler=[list(mb) for st in steps for mb in st.batches],
+            total_steps=total,
+            callbacks=[callback],
+        )
+        trainer.remove_callback(tf_printer())
+        trainer.train()
+    if not callback.captured:
+        raise MalformedArtefactError("segment", "the trainer stopped before the segment's end")
+    return callback.captured

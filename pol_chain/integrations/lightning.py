@@ -1,0 +1,277 @@
+"""Record a run from an unmodified ``LightningModule`` and ``Trainer``, replay it with
+the module's own ``training_step`` (extra ``lightning``).
+
+The task function returns :func:`lightning_task` (the module, its data and the trainer
+settings replay depends on). Training::
+
+    bundle = build_bundle(spec, run_seed)            # W0 from the run seed
+    rec = Recorder(proof, spec, run_id, run_seed, state=TrainState.of(bundle))
+    trainer = lightning.Trainer(**trainer_settings(bundle), max_steps=spec.total_steps,
+                                callbacks=[PolchainCallback(rec)], ...)
+    trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+    rec.close(final=True)
+
+The callback seeds torch's RNG with the step's dropout seed before its first
+micro-batch, records each optimizer step (its micro-batches and seeds) and hands the
+trainer's optimizers, step-interval schedulers and gradient scaler to the recorder, so
+every checkpoint holds the full state. The verifier's replay (:func:`replay_segment`)
+restores that state into a fresh ``Trainer`` built from the same settings and runs the
+recorded micro-batches through ``trainer.fit``: automatic optimization, gradient
+clipping, gradient accumulation and ``precision="bf16-mixed"`` replay bitwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from pol_chain.format import CheckpointMeta, SegmentStep
+from pol_chain.integrations._common import (
+    IntegrationError,
+    check_settings,
+    import_extra,
+    replay_loader,
+)
+from pol_chain.proof.engine import TrainState
+from pol_chain.proof.errors import MalformedArtefactError
+from pol_chain.proof.recorder import Recorder
+from pol_chain.proof.task import TaskBundle
+
+__all__ = [
+    "REPLAY_SETTINGS",
+    "PolchainCallback",
+    "lightning_task",
+    "replay_segment",
+    "train_loader",
+    "trainer_settings",
+]
+
+REPLAY_SETTINGS = (
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "precision",
+)
+"""The ``Trainer`` arguments a replay depends on; the task fixes them."""
+
+_SETTINGS_ATTR = "polchain_lightning_settings"
+
+
+def _pl() -> Any:
+    return import_extra("lightning.pytorch", "lightning")
+
+
+def lightning_task(
+    module: Any,
+    dataset: Any,
+    *,
+    accumulate_grad_batches: int = 1,
+    gradient_clip_val: float | None = None,
+    gradient_clip_algorithm: str = "norm",
+    precision: str = "32-true",
+    collate: Any = None,
+) -> TaskBundle:
+    """The task bundle of a ``LightningModule`` trained on ``dataset`` (map-style) with
+    these trainer settings; its replay is :func:`replay_segment`."""
+    _pl()
+    settings = {
+        "accumulate_grad_batches": int(accumulate_grad_batches),
+        "gradient_clip_val": gradient_clip_val,
+        "gradient_clip_algorithm": gradient_clip_algorithm,
+        "precision": precision,
+    }
+    bundle = TaskBundle(model=module, dataset=dataset, collate=collate, replayer=replay_segment)
+    setattr(bundle, _SETTINGS_ATTR, settings)
+    return bundle
+
+
+def trainer_settings(bundle: TaskBundle) -> dict[str, Any]:
+    """The ``Trainer`` keyword arguments the task fixes (pass them to your ``Trainer``)."""
+    settings = getattr(bundle, _SETTINGS_ATTR, None)
+    if settings is None:
+        raise IntegrationError("this task was not built with lightning_task()")
+    return dict(settings)
+
+
+def train_loader(bundle: TaskBundle, recorder: Recorder, **loader: Any) -> Any:
+    """A ``DataLoader`` over the task's data in the run's order (``num_workers`` and the
+    other ``DataLoader`` options are yours; the batch sampler and collate are the run's)."""
+    return torch.utils.data.DataLoader(
+        bundle.data,
+        batch_sampler=recorder.batch_sampler(),
+        collate_fn=bundle.collate or torch.utils.data.default_collate,
+        **loader,
+    )
+
+
+def _trainer_state(trainer: Any, module: Any) -> TrainState:
+    schedulers = []
+    for config in trainer.lr_scheduler_configs:
+        if config.interval != "step" or config.frequency != 1:
+            raise IntegrationError(
+                "a recorded run's LR schedulers must step every optimizer step",
+                hint="return {'scheduler': s, 'interval': 'step'} from configure_optimizers",
+            )
+        schedulers.append(config.scheduler)
+    if str(trainer.precision).startswith("16"):
+        raise IntegrationError("fp16 with a gradient scaler is not recorded: use bf16-mixed")
+    if not module.automatic_optimization:
+        raise IntegrationError("manual optimization is not supported: use automatic")
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    return TrainState(module, list(trainer.optimizers), schedulers, scaler)
+
+
+def _actual(trainer: Any) -> dict[str, Any]:
+    return {
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "gradient_clip_val": trainer.gradient_clip_val,
+        "gradient_clip_algorithm": str(getattr(trainer.gradient_clip_algorithm, "value", "norm")),
+        "precision": str(trainer.precision),
+    }
+
+
+def _callback_base() -> Any:
+    return _pl().Callback
+
+
+class _Hooks:
+    """Seeding per optimizer step: torch's RNG from the step's dropout seed before its
+    first micro-batch (exactly what the engine's ``run_step`` does)."""
+
+    accumulation: int
+
+    def _seed(self, batch_idx: int, seeds: Mapping[str, int]) -> None:
+        if batch_idx % self.accumulation == 0:
+            torch.manual_seed(int(seeds["dropout"]))
+
+
+def _make_callback_classes() -> tuple[type, type]:
+    base = _callback_base()
+
+    class Recording(base, _Hooks):  # type: ignore[misc, valid-type]
+        def __init__(self, recorder: Recorder) -> None:
+            super().__init__()
+            self.recorder = recorder
+            self.accumulation = recorder.spec.accumulation
+            self._sampler = recorder.sampler()
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            wanted = getattr(self.recorder, _SETTINGS_ATTR, None)
+            if wanted is not None:
+                check_settings("Lightning", wanted, _actual(trainer))
+            if trainer.accumulate_grad_batches != self.accumulation:
+                raise IntegrationError(
+                    f"accumulate_grad_batches={trainer.accumulate_grad_batches}, the run's "
+                    f"spec says {self.accumulation} micro-batches per step"
+                )
+            state = _trainer_state(trainer, pl_module)
+            live = self.recorder.state
+            live.optimizers[:] = state.optimizers
+            live.schedulers[:] = state.schedulers
+            live.scaler = state.scaler
+
+        def on_train_batch_start(
+            self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+        ) -> None:
+            self._seed(batch_idx, self.recorder.step_seeds())
+
+        def on_train_batch_end(
+            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        ) -> None:
+            if (batch_idx + 1) % self.accumulation == 0:
+                rec = self.recorder
+                rec.on_step_end(self._sampler.micro_batches(rec.step), rec.step_seeds())
+
+    class Replaying(base, _Hooks):  # type: ignore[misc, valid-type]
+        def __init__(
+            self, tensors: Mapping[str, torch.Tensor], meta: CheckpointMeta, steps: Sequence[Any]
+        ) -> None:
+            super().__init__()
+            self.tensors, self.meta, self.steps = tensors, meta, steps
+            self.accumulation = len(steps[0].batches) if steps else 1
+            self.captured: dict[str, torch.Tensor] = {}
+            self._state: TrainState | None = None
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self._state = _trainer_state(trainer, pl_module)
+            self._state.restore(self.tensors, self.meta, "checkpoint")
+
+        def on_train_batch_start(
+            self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+        ) -> None:
+            self._seed(batch_idx, self.steps[batch_idx // self.accumulation].seeds)
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            assert self._state is not None
+            self.captured, _ = self._state.capture(self.meta.step + len(self.steps))
+
+    return Recording, Replaying
+
+
+_CLASSES: tuple[type, type] | None = None
+
+
+def _classes() -> tuple[type, type]:
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = _make_callback_classes()
+    return _CLASSES
+
+
+def PolchainCallback(recorder: Recorder, bundle: TaskBundle | None = None) -> Any:  # noqa: N802
+    """A ``lightning.pytorch.Callback`` that records the run into ``recorder``. With the
+    ``bundle`` from :func:`lightning_task`, it also refuses a ``Trainer`` whose
+    replay-relevant settings differ from the task's."""
+    if bundle is not None:
+        setattr(recorder, _SETTINGS_ATTR, trainer_settings(bundle))
+    return _classes()[0](recorder)
+
+
+def _quiet_trainer(**kwargs: Any) -> Any:
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _pl().Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            max_epochs=1,
+            **kwargs,
+        )
+
+
+def replay_segment(
+    bundle: TaskBundle,
+    tensors: Mapping[str, torch.Tensor],
+    meta: CheckpointMeta,
+    steps: Sequence[SegmentStep],
+) -> dict[str, torch.Tensor]:
+    """Replay ``steps`` from a checkpoint through a fresh ``Trainer`` with the task's
+    settings; return the state after them (the verifier's ``replayer``)."""
+    import warnings
+
+    settings = trainer_settings(bundle)
+    accumulation = settings["accumulate_grad_batches"]
+    if any(len(st.batches) != accumulation for st in steps):
+        raise MalformedArtefactError(
+            "segment", f"every step of this task has {accumulation} micro-batches"
+        )
+    if not steps:
+        return dict(tensors)
+    callback = _classes()[1](tensors, meta, steps)
+    trainer = _quiet_trainer(max_steps=len(steps), callbacks=[callback], **settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(bundle.model, train_dataloaders=replay_loader(bundle, steps))
+    if trainer.global_step != len(steps):
+        raise MalformedArtefactError("segment", "the trainer stopped before the segment's end")
+    return callback.captured

@@ -1,0 +1,66 @@
+"""Runs recorded by the examples' own training scripts (Lightning, Hugging Face)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from pol_chain.format import BUNDLE_FILE, SPEC_FILE, RunBinding
+from pol_chain.proof import make_spec
+from pol_chain.proof.spec import bundle_bytes
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+RUN_ID = bytes.fromhex("5a" * 32)
+
+
+def example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` (the examples folder is the task's project)."""
+    pytest.importorskip("lightning" if name.startswith("lightning") else "transformers")
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    return importlib.import_module(name)
+
+
+def register(proof: Path, entry: str, config: dict[str, object] | None = None) -> RunBinding:
+    """What ``polchain register`` leaves in a proof directory, without a chain: the
+    spec, its code bundle and a run binding (run id and seed)."""
+    spec = make_spec(entry, config or {}, project=EXAMPLES)
+    proof.mkdir(parents=True)
+    (proof / SPEC_FILE).write_bytes(spec.to_bytes())
+    (proof / BUNDLE_FILE).write_bytes(bundle_bytes(entry, EXAMPLES))
+    binding = RunBinding(
+        31337,
+        "0x" + "11" * 20,
+        "0x" + RUN_ID.hex(),
+        "0x" + "22" * 20,
+        "0x" + spec.digest.hex(),
+        "-",
+    )
+    binding.write(proof)
+    return binding
+
+
+Trainer = Callable[..., int]
+
+
+@pytest.fixture(scope="package")
+def lightning_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunBinding]:
+    mod = example("lightning_digits")
+    proof = tmp_path_factory.mktemp("lightning") / "proof"
+    binding = register(proof, "lightning_digits:build")
+    assert mod.main(proof) == 44
+    return proof, binding
+
+
+@pytest.fixture(scope="package")
+def hf_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunBinding]:
+    mod = example("hf_tiny_gpt")
+    proof = tmp_path_factory.mktemp("hf") / "proof"
+    binding = register(proof, "hf_tiny_gpt:build")
+    assert mod.main(proof) == 24
+    return proof, binding

@@ -1,0 +1,181 @@
+"""Lightning and Hugging Face Trainer runs, recorded by the examples' own scripts: the
+honest run replays bitwise (in process and in the agent's sandbox, from the committed
+code bundle), a forged checkpoint or a tampered segment is rejected, an early stop
+finalizes and verifies, and a trainer configured unlike its task is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pol_chain.attacks import tamper_checkpoint
+from pol_chain.attacks.tamper import recommit_manifest
+from pol_chain.format import SPEC_FILE, RunBinding
+from pol_chain.format import Report as VerificationReport
+from pol_chain.proof.policy import Policy
+from pol_chain.proof.verifier import verify_dir
+
+from .conftest import RUN_ID, example, register
+
+FULL = Policy(full_below=10**6, max_replay_fraction=1.0)
+RUNS = ["lightning_run", "hf_run"]
+
+
+def _verify(proof: Path, binding: RunBinding, runner: Any = None) -> VerificationReport:
+    return verify_dir(
+        proof,
+        run_id=RUN_ID,
+        run_seed=binding.run_seed,
+        challenge_seed=b"\x03" * 32,
+        policy=FULL,
+        runner=runner,
+    )
+
+
+def _bitwise(report: VerificationReport) -> None:
+    assert report.passed, report.checks
+    assert report.bitwise_identical
+    errors = [s.metrics.normalized_error for s in report.segments if s.metrics is not None]
+    assert errors and all(e == 0.0 for e in errors), errors
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_honest_run_replays_bitwise(run: str, request: pytest.FixtureRequest) -> None:
+    proof, binding = request.getfixturevalue(run)
+    _bitwise(_verify(proof, binding))
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="the agent's sandbox needs bwrap")
+@pytest.mark.parametrize("run", RUNS)
+def test_the_agents_sandboxed_replay_is_bitwise(
+    run: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """What the agent runs: the committed bundle in its sandbox, the framework inside."""
+    from pol_chain.compose.replay import runner_for
+    from pol_chain.proof.manifest import DirectorySource
+
+    proof, binding = request.getfixturevalue(run)
+    runner = runner_for(
+        (proof / SPEC_FILE).read_bytes(),
+        binding.run_seed,
+        DirectorySource(proof),
+        work_dir=tmp_path,
+    )
+    assert runner is not None
+    try:
+        _bitwise(_verify(proof, binding, runner))
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_forged_checkpoint_is_rejected(
+    run: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    proof, binding = request.getfixturevalue(run)
+    forged = tmp_path / "proof"
+    shutil.copytree(proof, forged)
+    tamper_checkpoint(forged, 2, scale=0.5, recommit=True)
+    report = _verify(forged, binding)
+    assert not report.passed
+    assert 2 in report.failed_segments()
+    assert "replay_distance" in report.reasons
+
+
+@pytest.mark.parametrize("run", ["lightning_run"])  # checked before any replay
+def test_tampered_segment_is_rejected(
+    run: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Two micro-batches of one step swapped: the same samples in another order."""
+    proof, binding = request.getfixturevalue(run)
+    tampered = tmp_path / "proof"
+    shutil.copytree(proof, tampered)
+    path = tampered / "segments" / "000002.json"
+    seg = json.loads(path.read_bytes())
+    batches = seg["steps"][1]["batches"]
+    batches[0], batches[1] = batches[1], batches[0]
+    path.write_bytes(json.dumps(seg, sort_keys=True, separators=(",", ":")).encode())
+    recommit_manifest(tampered)
+    report = _verify(tampered, binding)
+    assert not report.passed
+    assert "data_order" in report.reasons
+
+
+@pytest.mark.parametrize(("name", "stop"), [("lightning_digits", 17), ("hf_tiny_gpt", 7)])
+def test_early_stop_finalizes_and_verifies(name: str, stop: int, tmp_path: Path) -> None:
+    """An early stop (with DataLoader worker processes) finalizes on its last step."""
+    mod = example(name)
+    proof = tmp_path / "proof"
+    binding = register(proof, f"{name}:build")
+    assert mod.main(proof, workers=2, stop_after=stop) == stop
+    manifest = json.loads((proof / "manifest.json").read_bytes())
+    assert manifest["final"]["step"] == stop
+    report = _verify(proof, binding)
+    _bitwise(report)
+    assert report.finalized
+
+
+def test_a_lightning_trainer_unlike_its_task_is_refused(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    from pol_chain.format import TaskSpec
+    from pol_chain.integrations import IntegrationError
+    from pol_chain.integrations.lightning import PolchainCallback, train_loader, trainer_settings
+    from pol_chain.proof import Recorder, build_bundle
+    from pol_chain.proof.engine import TrainState
+
+    example("lightning_digits")
+    proof = tmp_path / "proof"
+    binding = register(proof, "lightning_digits:build")
+    spec = TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes())
+    bundle = build_bundle(spec, binding.run_seed)
+    rec = Recorder(proof, spec, RUN_ID, binding.run_seed, state=TrainState.of(bundle))
+    settings = {**trainer_settings(bundle), "gradient_clip_val": 5.0}
+    trainer = pl.Trainer(
+        **settings,
+        max_steps=3,
+        accelerator="cpu",
+        callbacks=[PolchainCallback(rec, bundle)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    with pytest.raises(IntegrationError, match="gradient_clip_val=5.0"):
+        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+    rec.close(final=False)
+
+
+def test_hf_arguments_the_task_fixes_cannot_change(tmp_path: Path) -> None:
+    from pol_chain.integrations import IntegrationError
+    from pol_chain.integrations.hf import training_arguments
+    from pol_chain.proof import build_bundle
+
+    example("hf_tiny_gpt")
+    proof = tmp_path / "proof"
+    binding = register(proof, "hf_tiny_gpt:build")
+    from pol_chain.format import TaskSpec
+
+    bundle = build_bundle(TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes()), binding.run_seed)
+    with pytest.raises(IntegrationError, match="learning_rate"):
+        training_arguments(bundle, str(tmp_path / "out"), learning_rate=0.1)
+
+
+def test_a_missing_extra_is_named(tmp_path: Path) -> None:
+    """Without lightning installed the integration says which extra to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nsys.modules['lightning'] = None\nsys.modules['lightning.pytorch'] = None\n"
+        "from pol_chain.integrations import MissingExtra\n"
+        "from pol_chain.integrations.lightning import lightning_task\n"
+        "try:\n    lightning_task(None, [])\n"
+        "except MissingExtra as exc:\n    print(exc, '|', exc.hint)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "lightning.pytorch is not installed" in out.stdout
+    assert "pol_chain[lightning]" in out.stdout
