@@ -24,7 +24,8 @@ from web3 import Web3
 from pol_chain.attacks import ForgedProof, LiveCopier, forge_interpolated_proof, rebind_proof
 from pol_chain.attacks.onchain import commit_proof, register
 from pol_chain.ledger.accounts import dev_account
-from pol_chain.ledger.client import LedgerClient
+from pol_chain.ledger.anvil import EmbeddedChain, free_port
+from pol_chain.ledger.client import LedgerClient, connect_web3
 from pol_chain.proof import CheckpointRecord, FinalRecord, TaskSpec, make_spec, train
 from pol_chain.tasks import DIGITS
 
@@ -63,8 +64,20 @@ class World:
 
 
 @pytest.fixture(scope="session")
-def attack_ledger(w3: Web3) -> LedgerClient:
-    """A ProofLedger of our own on the session's Anvil (admin account 0, verifier 9)."""
+def attack_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerClient]:
+    """A ProofLedger on an Anvil of its own (admin account 0, verifier 9). Its own chain
+    makes the ledger address, hence every run id and run seed of the scenario, the same
+    whatever ran before: the reference verifier's KS test rejects some honest inits
+    (docs/security.md), so a seed that moved with the test order made its verdicts move."""
+    node = EmbeddedChain(tmp_path_factory.mktemp("attack-chain"), port=free_port())
+    node.start()
+    try:
+        yield _deploy(connect_web3(node.url))
+    finally:
+        node.stop()
+
+
+def _deploy(w3: Web3) -> LedgerClient:
     ledger = LedgerClient.deploy(w3, dev_account(0))
     ledger.grant_verifier(dev_account(VERIFIER).address)
     return ledger
