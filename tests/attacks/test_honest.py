@@ -49,9 +49,12 @@ def test_ten_honest_runs_all_verify(short_spec: TaskSpec, tmp_path: Path) -> Non
     print(f"\n[honest] 10/10 pass pol_chain; {ref_passed}/10 pass the reference-style verifier")
 
 
-def test_hundred_honest_inits_pass_the_init_rule(spec: TaskSpec, tmp_path: Path) -> None:
+INITS = 40
+
+
+def test_forty_honest_inits_pass_the_init_rule(spec: TaskSpec, tmp_path: Path) -> None:
     ks_rejects = 0
-    for i in range(100):
+    for i in range(INITS):
         run, seed = _seed(1000 + i)
         bundle = build_bundle(spec, seed)
         w0 = {f"model.{k}": v.clone() for k, v in bundle.model.state_dict().items()}
@@ -62,8 +65,10 @@ def test_hundred_honest_inits_pass_the_init_rule(spec: TaskSpec, tmp_path: Path)
         assert "init_mismatch" not in report.reasons
         ks_ok, _ = ks_init_test(bundle.model.state_dict(), spec)
         ks_rejects += not ks_ok
-    print(f"\n[init] pol_chain init rule: 0/100 false rejects; reference KS: {ks_rejects}/100")
-    assert ks_rejects < 30
+    print(
+        f"\n[init] pol_chain init rule: 0/{INITS} false rejects; reference KS: {ks_rejects}/{INITS}"
+    )
+    assert ks_rejects < 0.3 * INITS
 
 
 def test_ks_2samp_matches_scipy() -> None:
