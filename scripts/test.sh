@@ -13,4 +13,6 @@ echo "[test] mypy"
 echo "[test] contract artefact is current"
 .venv/bin/python scripts/compile_contracts.py --check
 echo "[test] pytest"
-exec .venv/bin/pytest "$@"
+# One worker per core (pytest-xdist); a module's tests stay on one worker, so its
+# module-scoped worlds are built once. POLCHAIN_TEST_WORKERS=0 runs in-process.
+exec .venv/bin/pytest -n "${POLCHAIN_TEST_WORKERS:-auto}" --dist loadscope "$@"
