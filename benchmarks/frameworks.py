@@ -1,0 +1,231 @@
+"""Framework integrations: recording overhead and replay speed (Lightning, HF Trainer).
+
+For the Lightning and Hugging Face paths (the examples' tasks, k = 100): training wall
+time with recording ÷ the same training without pol_chain (a plain ``Trainer`` with its
+own shuffled loader), and replay speed ÷ training speed (the verifier's full replay of
+every segment, ``verify_dir``, against the plain training's steps per second). Then a
+GPT-2 of ≥ 20 M parameters with AdamW through the HF path at k = 20: the recording
+overhead and the bytes stored per checkpoint. Pairs are interleaved; medians reported.
+
+Prints one JSON object as its last line:
+``{"lightning": {"overhead": R, "replay_vs_train": R}, "hf": {"overhead": R,
+"replay_vs_train": R}, "hf_20m": {"params": N, "overhead": R, "checkpoint_bytes": N}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+from pol_chain.format import SPEC_FILE, RunBinding, TaskSpec  # noqa: E402
+from pol_chain.proof import Recorder, build_bundle, make_spec  # noqa: E402
+from pol_chain.proof.engine import TrainState  # noqa: E402
+from pol_chain.proof.policy import Policy  # noqa: E402
+from pol_chain.proof.task import configure_determinism  # noqa: E402
+from pol_chain.proof.verifier import verify_dir  # noqa: E402
+
+RUN_ID = bytes.fromhex("ab" * 32)
+FULL = Policy(full_below=10**6, max_replay_fraction=1.0)
+
+
+def _register(root: Path, entry: str, config: dict[str, Any]) -> tuple[Path, RunBinding]:
+    spec = make_spec(entry, config, project=EXAMPLES)
+    proof = Path(tempfile.mkdtemp(prefix="polchain-fw-", dir=root)) / "proof"
+    proof.mkdir()
+    (proof / SPEC_FILE).write_bytes(spec.to_bytes())
+    binding = RunBinding(
+        31337,
+        "0x" + "11" * 20,
+        "0x" + RUN_ID.hex(),
+        "0x" + "22" * 20,
+        "0x" + spec.digest.hex(),
+        "-",
+    )
+    binding.write(proof)
+    return proof, binding
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# -- Lightning ---------------------------------------------------------------------------
+def _lightning_trainer(settings: dict[str, Any], steps: int, callbacks: list[Any]) -> Any:
+    import lightning.pytorch as pl
+
+    return pl.Trainer(
+        **settings,
+        max_steps=steps,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def lightning_pair(root: Path, config: dict[str, Any]) -> tuple[float, float, Path, RunBinding]:
+    """(plain seconds, recorded seconds, proof, binding) for one run of the example."""
+    from pol_chain.integrations.lightning import PolchainCallback, train_loader, trainer_settings
+
+    proof, binding = _register(root, "lightning_digits:build", config)
+    spec = TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes())
+
+    bundle = build_bundle(spec, binding.run_seed)
+    settings = trainer_settings(bundle)
+    micro = spec.batch_size // spec.accumulation
+    epochs = spec.epochs
+    plain_loader = torch.utils.data.DataLoader(
+        torch.utils.data.ConcatDataset([bundle.data] * epochs), batch_size=micro, shuffle=True
+    )
+    plain_trainer = _lightning_trainer(settings, spec.total_steps, [])
+    plain = _timed(lambda: plain_trainer.fit(bundle.model, train_dataloaders=plain_loader))
+
+    bundle = build_bundle(spec, binding.run_seed)
+    trainer = _lightning_trainer(settings, spec.total_steps, [])
+
+    def recorded() -> None:
+        rec = Recorder(proof, spec, RUN_ID, binding.run_seed, state=TrainState.of(bundle))
+        trainer.callbacks.append(PolchainCallback(rec, bundle))
+        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+        rec.close(final=True)
+
+    return plain, _timed(recorded), proof, binding
+
+
+# -- Hugging Face ------------------------------------------------------------------------
+def hf_pair(root: Path, config: dict[str, Any]) -> tuple[float, float, Path, RunBinding]:
+    """(plain seconds, recorded seconds, proof, binding) for one run of the HF example."""
+    import transformers
+
+    from pol_chain.integrations.hf import polchain_trainer, training_arguments
+
+    proof, binding = _register(root, "hf_tiny_gpt:build", config)
+    spec = TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes())
+
+    bundle = build_bundle(spec, binding.run_seed)
+
+    def plain_run() -> None:  # construction timed on both sides
+        transformers.Trainer(
+            model=bundle.model,
+            args=training_arguments(bundle, str(root / "hf-plain"), max_steps=spec.total_steps),
+            train_dataset=torch.utils.data.ConcatDataset([bundle.data] * spec.epochs),
+            data_collator=torch.utils.data.default_collate,
+        ).train()
+
+    plain = _timed(plain_run)
+    bundle = build_bundle(spec, binding.run_seed)
+
+    def recorded() -> None:
+        rec = Recorder(proof, spec, RUN_ID, binding.run_seed, state=TrainState.of(bundle))
+        polchain_trainer(bundle, rec, str(root / "hf-rec")).train()
+        rec.close(final=True)
+
+    return plain, _timed(recorded), proof, binding
+
+
+def _replay_seconds(proof: Path, binding: RunBinding) -> float:
+    start = time.perf_counter()
+    report = verify_dir(
+        proof, run_id=RUN_ID, run_seed=binding.run_seed, challenge_seed=b"\x05" * 32, policy=FULL
+    )
+    seconds = time.perf_counter() - start
+    if not (report.passed and report.bitwise_identical):
+        raise SystemExit(f"replay of {proof} did not pass bitwise: {report.reasons}")
+    return seconds
+
+
+def measure(
+    name: str,
+    pair: Callable[..., tuple[float, float, Path, RunBinding]],
+    root: Path,
+    config: dict[str, Any],
+    reps: int,
+    replay: bool = True,
+) -> dict[str, Any]:
+    """Median overhead over ``reps`` interleaved pairs, and the replay ratio of the last."""
+    ratios, plains = [], []
+    proof, binding = root, None
+    pair(root, {**config, "epochs": 1})  # warm-up: imports, allocator, first-call costs
+    for _ in range(reps):
+        plain, recorded, proof, binding = pair(root, config)
+        ratios.append(recorded / plain)
+        plains.append(plain)
+        print(f"{name}: plain {plain:.2f}s recorded {recorded:.2f}s", file=sys.stderr)
+    out: dict[str, Any] = {"overhead": round(statistics.median(ratios), 3), "proof": proof}
+    if replay and binding is not None:
+        replayed = _replay_seconds(proof, binding)
+        out["replay_vs_train"] = round(statistics.median(plains) / replayed, 3)
+        print(f"{name}: replay {replayed:.2f}s", file=sys.stderr)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="interleaved pairs per path")
+    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    for name in ("lightning.pytorch", "transformers", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    configure_determinism(True)
+    result: dict[str, Any] = {}
+    root = Path(tempfile.mkdtemp(prefix="polchain-bench-fw-"))
+    try:
+        lightning_epochs = 2 if args.quick else 7  # 44 steps an epoch
+        result["lightning"] = measure(
+            "lightning", lightning_pair, root, {"epochs": lightning_epochs, "k": 100}, args.reps
+        )
+        result["lightning"].pop("proof")
+        hf_epochs = 4 if args.quick else 9  # 24 steps an epoch
+        result["hf"] = measure("hf", hf_pair, root, {"epochs": hf_epochs, "k": 100}, args.reps)
+        result["hf"].pop("proof")
+        big = {
+            "epochs": 1,
+            "k": 20,
+            "layers": 6,
+            "width": 576,
+            "heads": 8,
+            "block": 64,
+            "batch_size": 8,
+            "grad_accumulation": 1,
+        }
+        big_bundle = build_bundle(make_spec("hf_tiny_gpt:build", big, project=EXAMPLES), b"\0" * 32)
+        params = sum(p.numel() for p in big_bundle.model.parameters())
+        del big_bundle
+        stats = measure("hf_20m", hf_pair, root, big, max(1, args.reps - 1), replay=False)
+        # full states (W0, before any optimizer step, has no AdamW moments)
+        files = sorted((stats.pop("proof") / "checkpoints").iterdir())[1:]
+        sizes = [f.stat().st_size for f in files]
+        result["hf_20m"] = {
+            "params": params,
+            "overhead": stats["overhead"],
+            "checkpoint_bytes": int(statistics.median(sizes)),
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
