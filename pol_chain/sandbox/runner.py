@@ -86,9 +86,8 @@ def sandbox_command(
     ]
     cmd += ["--dev-bind", "/dev", "/dev"] if gpu else ["--dev", "/dev"]
     libraries = _library_path(hide)
-    for entry in libraries.split(os.pathsep) if libraries else ():
-        if Path(entry).exists():  # read-only, also where the fresh /tmp would hide it
-            cmd += ["--ro-bind", entry, entry]
+    for entry in _visible_paths(libraries):  # read-only, also where the fresh /tmp hid it
+        cmd += ["--ro-bind", entry, entry]
     for path in hide:
         if path.is_dir():
             cmd += ["--tmpfs", str(path)]
@@ -111,6 +110,20 @@ def sandbox_command(
         cmd += ["--setenv", "PYTHONPATH", libraries]
     cmd += ["--chdir", str(work), "--", *argv]
     return cmd
+
+
+def _visible_paths(libraries: str) -> list[str]:
+    """The interpreter (its prefixes: a virtualenv may live under /tmp), its import path,
+    pol_chain itself (an editable install maps it to its source folder) and
+    ``libraries``: what the child must see although the sandbox mounts a fresh /tmp."""
+    package = str(Path(__file__).resolve().parents[1])
+    entries = [sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path, package]
+    entries += libraries.split(os.pathsep) if libraries else []
+    out: list[str] = []
+    for entry in entries:
+        if entry and entry not in out and Path(entry).exists():
+            out.append(entry)
+    return out
 
 
 def _library_path(hide: Sequence[Path]) -> str:

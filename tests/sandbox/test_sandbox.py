@@ -203,3 +203,26 @@ def test_no_bubblewrap_is_no_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no bwrap on it
     with pytest.raises(SandboxUnavailable, match="bubblewrap"):
         SandboxRunner(spec, RUN_SEED, bundle_bytes(spec.entry), work_dir=tmp_path)
+
+
+def test_an_interpreter_under_tmp_stays_visible(tmp_path: Path) -> None:
+    """The sandbox mounts a fresh /tmp; a verifier whose virtualenv or pol_chain checkout
+    lives under /tmp must still find its interpreter and pol_chain in there (a clone in
+    /tmp once could not verify anything)."""
+    import subprocess
+
+    import pol_chain
+    from pol_chain.sandbox import sandbox_command
+
+    work = tmp_path / "work"
+    work.mkdir()
+    package = str(Path(pol_chain.__file__).resolve().parent)
+    cmd = sandbox_command(
+        work, [sys.executable, "-c", "import pol_chain; print(pol_chain.__file__)"]
+    )
+    after_tmpfs = cmd[cmd.index("/tmp") :]
+    binds = {after_tmpfs[i + 1] for i, a in enumerate(after_tmpfs) if a == "--ro-bind"}
+    assert sys.prefix in binds and package in binds
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(package)
