@@ -192,16 +192,16 @@ def main() -> None:
     result: dict[str, Any] = {}
     root = Path(tempfile.mkdtemp(prefix="polchain-bench-fw-"))
     try:
-        lightning_epochs = 2 if args.quick else 7  # 44 steps an epoch
+        lightning_epochs = 2 if args.quick else 40  # 44 steps an epoch
         result["lightning"] = measure(
             "lightning", lightning_pair, root, {"epochs": lightning_epochs, "k": 100}, args.reps
         )
         result["lightning"].pop("proof")
-        hf_epochs = 4 if args.quick else 9  # 24 steps an epoch
+        hf_epochs = 4 if args.quick else 30  # 24 steps an epoch
         result["hf"] = measure("hf", hf_pair, root, {"epochs": hf_epochs, "k": 100}, args.reps)
         result["hf"].pop("proof")
         big = {
-            "epochs": 1,
+            "epochs": 3,
             "k": 20,
             "layers": 6,
             "width": 576,

@@ -43,8 +43,7 @@ __all__ = [  # and PolchainTrainer, built when first used (module __getattr__)
     "training_arguments",
 ]
 
-_SETTINGS_ATTR = "polchain_hf_settings"
-_TOTAL_ATTR = "polchain_total_steps"
+_KEY = "hf"
 _QUIET: dict[str, Any] = {
     "report_to": [],
     "save_strategy": "no",
@@ -79,17 +78,20 @@ def hf_task(
     arguments.setdefault("gradient_accumulation_steps", 1)
     for key in _QUIET:
         arguments.pop(key, None)
-    bundle = TaskBundle(model=model, dataset=dataset, collate=collate, replayer=replay_segment)
-    setattr(bundle, _SETTINGS_ATTR, dict(arguments))
-    setattr(bundle, _TOTAL_ATTR, int(total_steps))
-    return bundle
+    return TaskBundle(
+        model=model,
+        dataset=dataset,
+        collate=collate,
+        replayer=replay_segment,
+        framework={_KEY: {"arguments": dict(arguments), "total_steps": int(total_steps)}},
+    )
 
 
 def _settings(bundle: TaskBundle) -> tuple[dict[str, Any], int]:
-    settings = getattr(bundle, _SETTINGS_ATTR, None)
-    if settings is None:
+    task = bundle.framework.get(_KEY)
+    if task is None:
         raise IntegrationError("this task was not built with hf_task()")
-    return dict(settings), int(getattr(bundle, _TOTAL_ATTR))
+    return dict(task["arguments"]), int(task["total_steps"])
 
 
 def training_arguments(bundle: TaskBundle, output_dir: str, **extra: Any) -> Any:

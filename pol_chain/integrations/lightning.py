@@ -56,7 +56,7 @@ REPLAY_SETTINGS = (
 )
 """The ``Trainer`` arguments a replay depends on; the task fixes them."""
 
-_SETTINGS_ATTR = "polchain_lightning_settings"
+_KEY = "lightning"
 
 
 def _pl() -> Any:
@@ -82,14 +82,18 @@ def lightning_task(
         "gradient_clip_algorithm": gradient_clip_algorithm,
         "precision": precision,
     }
-    bundle = TaskBundle(model=module, dataset=dataset, collate=collate, replayer=replay_segment)
-    setattr(bundle, _SETTINGS_ATTR, settings)
-    return bundle
+    return TaskBundle(
+        model=module,
+        dataset=dataset,
+        collate=collate,
+        replayer=replay_segment,
+        framework={_KEY: settings},
+    )
 
 
 def trainer_settings(bundle: TaskBundle) -> dict[str, Any]:
     """The ``Trainer`` keyword arguments the task fixes (pass them to your ``Trainer``)."""
-    settings = getattr(bundle, _SETTINGS_ATTR, None)
+    settings = bundle.framework.get(_KEY)
     if settings is None:
         raise IntegrationError("this task was not built with lightning_task()")
     return dict(settings)
@@ -151,16 +155,16 @@ def _make_callback_classes() -> tuple[type, type]:
     base = _callback_base()
 
     class Recording(base, _Hooks):  # type: ignore[misc, valid-type]
-        def __init__(self, recorder: Recorder) -> None:
+        def __init__(self, recorder: Recorder, settings: Mapping[str, Any] | None) -> None:
             super().__init__()
             self.recorder = recorder
+            self.settings = settings
             self.accumulation = recorder.spec.accumulation
             self._sampler = recorder.sampler()
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            wanted = getattr(self.recorder, _SETTINGS_ATTR, None)
-            if wanted is not None:
-                check_settings("Lightning", wanted, _actual(trainer))
+            if self.settings is not None:
+                check_settings("Lightning", self.settings, _actual(trainer))
             if trainer.accumulate_grad_batches != self.accumulation:
                 raise IntegrationError(
                     f"accumulate_grad_batches={trainer.accumulate_grad_batches}, the run's "
@@ -224,9 +228,7 @@ def PolchainCallback(recorder: Recorder, bundle: TaskBundle | None = None) -> An
     """A ``lightning.pytorch.Callback`` that records the run into ``recorder``. With the
     ``bundle`` from :func:`lightning_task`, it also refuses a ``Trainer`` whose
     replay-relevant settings differ from the task's."""
-    if bundle is not None:
-        setattr(recorder, _SETTINGS_ATTR, trainer_settings(bundle))
-    return _classes()[0](recorder)
+    return _classes()[0](recorder, None if bundle is None else trainer_settings(bundle))
 
 
 def _quiet_trainer(**kwargs: Any) -> Any:

@@ -90,6 +90,9 @@ class TaskBundle:
     step: StepFn | None = None
     scaler: Any = None
     replayer: SegmentReplayer | None = None
+    framework: Mapping[str, Any] = field(default_factory=dict)
+    """What a framework's replayer depends on (``pol_chain.integrations``: the trainer
+    settings the task fixes), read by training and replay alike."""
 
     def __post_init__(self) -> None:
         if not self.optimizers and self.optimizer is not None:

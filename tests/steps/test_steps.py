@@ -54,8 +54,10 @@ def _verify(proof: Path) -> Any:
     )
 
 
+# Two variants: what the sandbox adds (bundle loading, the child) is the same for all;
+# every variant's step replays bitwise in process below.
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="the agent's sandbox needs bwrap")
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", ["accumulate-4", "bf16-autocast"])
 def test_the_agents_sandboxed_replay_of_the_bundle_is_bitwise(
     name: str, runs: dict[str, Path], tmp_path: Path
 ) -> None:
