@@ -33,6 +33,7 @@ from pol_chain.integrations._common import IntegrationError, check_settings, imp
 from pol_chain.proof.engine import TrainState
 from pol_chain.proof.errors import MalformedArtefactError
 from pol_chain.proof.recorder import Recorder
+from pol_chain.proof.seeds import seed_global_rng
 from pol_chain.proof.task import TaskBundle
 
 __all__ = [  # and PolchainTrainer, built when first used (module __getattr__)
@@ -188,7 +189,7 @@ def _classes() -> tuple[type, type, type]:
             rec.state.schedulers[:] = live.schedulers
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            torch.manual_seed(int(self.recorder.step_seeds()["dropout"]))
+            seed_global_rng(int(self.recorder.step_seeds()["dropout"]))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             rec = self.recorder
@@ -207,7 +208,7 @@ def _classes() -> tuple[type, type, type]:
             self._state.restore(self.tensors, self.meta, "checkpoint")
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            torch.manual_seed(int(self.steps[state.global_step].seeds["dropout"]))
+            seed_global_rng(int(self.steps[state.global_step].seeds["dropout"]))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.global_step == len(self.steps):

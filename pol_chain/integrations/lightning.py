@@ -37,6 +37,7 @@ from pol_chain.integrations._common import (
 from pol_chain.proof.engine import TrainState
 from pol_chain.proof.errors import MalformedArtefactError
 from pol_chain.proof.recorder import Recorder
+from pol_chain.proof.seeds import seed_global_rng
 from pol_chain.proof.task import TaskBundle
 
 __all__ = [
@@ -148,7 +149,7 @@ class _Hooks:
 
     def _seed(self, batch_idx: int, seeds: Mapping[str, int]) -> None:
         if batch_idx % self.accumulation == 0:
-            torch.manual_seed(int(seeds["dropout"]))
+            seed_global_rng(int(seeds["dropout"]))
 
 
 def _make_callback_classes() -> tuple[type, type]:

@@ -21,7 +21,7 @@ import torch
 
 from pol_chain.format import CheckpointMeta, SegmentStep
 from pol_chain.proof.errors import MalformedArtefactError
-from pol_chain.proof.seeds import derive_seed, epoch_permutation, make_generator
+from pol_chain.proof.seeds import derive_seed, epoch_permutation, make_generator, seed_global_rng
 from pol_chain.proof.task import StepInput, TaskBundle
 
 __all__ = [
@@ -174,7 +174,7 @@ def run_step(
         batches = [_collate(bundle, mb) for mb in micro]
     elif len(batches) != len(micro):
         raise ValueError(f"{len(batches)} batches for {len(micro)} micro-batches")
-    torch.manual_seed(int(seeds["dropout"]))
+    seed_global_rng(int(seeds["dropout"]))
     inp = StepInput(step=step, micro_batches=batches, indices=micro, seeds=dict(seeds))
     loss = (bundle.step or default_step)(bundle, inp)
     return loss.detach() if isinstance(loss, torch.Tensor) else loss

@@ -20,6 +20,7 @@ __all__ = [
     "derive_seed",
     "epoch_permutation",
     "make_generator",
+    "seed_global_rng",
 ]
 
 PURPOSES = ("init", "data-order", "augment", "dropout")
@@ -46,3 +47,13 @@ def epoch_permutation(run_seed: bytes, epoch: int, size: int) -> torch.Tensor:
     """Return the data order of ``epoch`` (a permutation of ``range(size)``, int64, CPU)."""
     gen = make_generator(derive_seed(run_seed, "data-order", epoch))
     return torch.randperm(size, generator=gen)
+
+
+def seed_global_rng(seed: int) -> None:
+    """Seed torch's global generators (CPU, and CUDA once initialized) as
+    ``torch.manual_seed`` does, with the same resulting state. Called once per training
+    step: ``torch.manual_seed`` also queues lazy seeding for every accelerator backend,
+    formatting the caller's stack each time (~0.5 ms inside a framework's loop)."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)

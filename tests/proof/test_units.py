@@ -135,3 +135,20 @@ def test_restore_state_does_not_alias_the_checkpoint(honest_proof: Path, spec: T
     restore_state(bundle.model, bundle.optimizer, bundle.scheduler, state, meta, "ckpt 5")
     run_step(bundle, torch.arange(32), {"augment": 1, "dropout": 2})
     assert all(torch.equal(state[k], before[k]) for k in state)
+
+
+def test_seed_global_rng_leaves_the_state_torch_manual_seed_leaves() -> None:
+    """The per-step seeding skips torch.manual_seed's lazy accelerator queue (a stack
+    trace per call) but must leave the very same generator state: old proofs replay."""
+    import torch
+
+    from pol_chain.proof.seeds import seed_global_rng
+
+    for seed in (0, 1, 2**63 - 1, 123456789):
+        torch.manual_seed(seed)
+        expected = torch.get_rng_state()
+        draw = torch.rand(4)
+        torch.manual_seed(seed + 1)
+        seed_global_rng(seed)
+        assert torch.equal(torch.get_rng_state(), expected)
+        assert torch.equal(torch.rand(4), draw)
