@@ -48,14 +48,7 @@ def _register(root: Path, entry: str, config: dict[str, Any]) -> tuple[Path, Run
     proof = Path(tempfile.mkdtemp(prefix="polchain-fw-", dir=root)) / "proof"
     proof.mkdir()
     (proof / SPEC_FILE).write_bytes(spec.to_bytes())
-    binding = RunBinding(
-        31337,
-        "0x" + "11" * 20,
-        "0x" + RUN_ID.hex(),
-        "0x" + "22" * 20,
-        "0x" + spec.digest.hex(),
-        "-",
-    )
+    binding = RunBinding.offline(RUN_ID, spec.digest)
     binding.write(proof)
     return proof, binding
 

@@ -51,6 +51,19 @@ class RunBinding(CanonicalRecord):
     spec_sha256: str
     spec_cid: str
 
+    @classmethod
+    def offline(cls, run_id: bytes, spec_digest: bytes, *, chain_id: int = 31337) -> RunBinding:
+        """A binding for a run registered on no chain (examples, tests, benchmarks): fixed
+        placeholder ledger and trainer addresses, so the run seed follows from ``run_id``."""
+        return cls(
+            chain_id,
+            "0x" + "11" * 20,
+            "0x" + run_id.hex(),
+            "0x" + "22" * 20,
+            "0x" + spec_digest.hex(),
+            "-",
+        )
+
     @property
     def run_id_bytes(self) -> bytes:
         """The run id as 32 bytes."""

@@ -33,14 +33,7 @@ def register(proof: Path, entry: str, config: dict[str, object] | None = None) -
     proof.mkdir(parents=True)
     (proof / SPEC_FILE).write_bytes(spec.to_bytes())
     (proof / BUNDLE_FILE).write_bytes(bundle_bytes(entry, EXAMPLES))
-    binding = RunBinding(
-        31337,
-        "0x" + "11" * 20,
-        "0x" + RUN_ID.hex(),
-        "0x" + "22" * 20,
-        "0x" + spec.digest.hex(),
-        "-",
-    )
+    binding = RunBinding.offline(RUN_ID, spec.digest)
     binding.write(proof)
     return binding
 

@@ -157,14 +157,7 @@ def test_dataloader_workers_and_early_stopping_replay(tmp_path: Path) -> None:
     proof = tmp_path / "proof"
     proof.mkdir()
     (proof / "spec.json").write_bytes(spec.to_bytes())
-    binding = RunBinding(
-        31337,
-        "0x" + "11" * 20,
-        "0x" + RUN_ID.hex(),
-        "0x" + "22" * 20,
-        "0x" + spec.digest.hex(),
-        "-",
-    )
+    binding = RunBinding.offline(RUN_ID, spec.digest)
     binding.write(proof)
     seed = binding.run_seed
     own_loop.main(proof, workers=2, stop_after=17)
