@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from pol_chain.errors import PolchainError
 from pol_chain.format import RunBinding, TaskSpec
 from pol_chain.integrations.hf import hf_task, polchain_trainer
 from pol_chain.proof import Recorder, build_bundle
@@ -120,4 +121,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--stop-after", type=int, default=None, help="stop early after N steps")
     args = parser.parse_args()
-    main(args.proof, args.workers, args.stop_after)
+    try:
+        main(args.proof, args.workers, args.stop_after)
+    except PolchainError as exc:  # one line and a hint, as the CLI prints them
+        raise SystemExit(f"error: {exc}" + (f"\nhint: {exc.hint}" if exc.hint else "")) from None

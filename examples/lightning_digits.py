@@ -29,6 +29,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
 
+from pol_chain.errors import PolchainError
 from pol_chain.format import RunBinding, TaskSpec
 from pol_chain.integrations.lightning import (
     PolchainCallback,
@@ -153,4 +154,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--stop-after", type=int, default=None, help="stop early after N steps")
     args = parser.parse_args()
-    main(args.proof, args.workers, args.stop_after)
+    try:
+        main(args.proof, args.workers, args.stop_after)
+    except PolchainError as exc:  # one line and a hint, as the CLI prints them
+        raise SystemExit(f"error: {exc}" + (f"\nhint: {exc.hint}" if exc.hint else "")) from None
