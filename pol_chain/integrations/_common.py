@@ -11,9 +11,17 @@ from typing import Any
 import torch
 
 from pol_chain.errors import PolchainError
+from pol_chain.proof.errors import MalformedArtefactError
 from pol_chain.proof.task import TaskBundle
 
-__all__ = ["IntegrationError", "MissingExtra", "check_settings", "import_extra", "replay_loader"]
+__all__ = [
+    "IntegrationError",
+    "MissingExtra",
+    "check_settings",
+    "import_extra",
+    "replay_loader",
+    "segment_batches",
+]
 
 
 class MissingExtra(PolchainError, ImportError):
@@ -54,11 +62,18 @@ def check_settings(framework: str, wanted: Mapping[str, Any], actual: Mapping[st
         )
 
 
-def replay_loader(bundle: TaskBundle, steps: Sequence[Any]) -> torch.utils.data.DataLoader[Any]:
-    """A ``DataLoader`` over exactly the recorded micro-batches of ``steps``, in order."""
-    batches = [list(mb) for st in steps for mb in st.batches]
+def segment_batches(steps: Sequence[Any], accumulation: int) -> list[list[int]]:
+    """The recorded micro-batches of ``steps``, in order; every step must have the
+    task's ``accumulation`` of them (else the segment is malformed)."""
+    if any(len(st.batches) != accumulation for st in steps):
+        raise MalformedArtefactError(
+            "segment", f"every step of this task has {accumulation} micro-batches"
+        )
+    return [list(mb) for st in steps for mb in st.batches]
+
+
+def replay_loader(bundle: TaskBundle, batches: list[list[int]]) -> torch.utils.data.DataLoader[Any]:
+    """A ``DataLoader`` over exactly these micro-batches of the task's data, in order."""
     return torch.utils.data.DataLoader(
-        bundle.data,
-        batch_sampler=batches,
-        collate_fn=bundle.collate or torch.utils.data.default_collate,
+        bundle.data, batch_sampler=batches, collate_fn=bundle.collate_fn
     )

@@ -29,7 +29,12 @@ from typing import Any
 import torch
 
 from pol_chain.format import CheckpointMeta, SegmentStep
-from pol_chain.integrations._common import IntegrationError, check_settings, import_extra
+from pol_chain.integrations._common import (
+    IntegrationError,
+    check_settings,
+    import_extra,
+    segment_batches,
+)
 from pol_chain.proof.engine import TrainState
 from pol_chain.proof.errors import MalformedArtefactError
 from pol_chain.proof.recorder import Recorder
@@ -243,15 +248,10 @@ def polchain_trainer(
         model=bundle.model,
         args=training_arguments(bundle, output_dir, **arguments),
         train_dataset=bundle.data,
-        data_collator=bundle.collate or torch.utils.data.default_collate,
+        data_collator=bundle.collate_fn,
         recorder=recorder,
         task=bundle,
     )
-
-
-def tf_printer() -> Any:
-    """The callback that prints a ``Trainer``'s logs (a replay prints nothing)."""
-    return _transformers().trainer_callback.PrinterCallback
 
 
 def replay_segment(
@@ -265,11 +265,7 @@ def replay_segment(
     import logging
 
     settings, total = _settings(bundle)
-    accumulation = int(settings["gradient_accumulation_steps"])
-    if any(len(st.batches) != accumulation for st in steps):
-        raise MalformedArtefactError(
-            "segment", f"every step of this task has {accumulation} micro-batches"
-        )
+    batches = segment_batches(steps, int(settings["gradient_accumulation_steps"]))
     if not steps:
         return dict(tensors)
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -280,12 +276,12 @@ def replay_segment(
             model=bundle.model,
             args=training_arguments(bundle, out, max_steps=len(steps)),
             train_dataset=bundle.data,
-            data_collator=bundle.collate or torch.utils.data.default_collate,
-            batch_sampler=[list(mb) for st in steps for mb in st.batches],
+            data_collator=bundle.collate_fn,
+            batch_sampler=batches,
             total_steps=total,
             callbacks=[callback],
         )
-        trainer.remove_callback(tf_printer())
+        trainer.remove_callback(_transformers().trainer_callback.PrinterCallback)  # quiet
         trainer.train()
     if not callback.captured:
         raise MalformedArtefactError("segment", "the trainer stopped before the segment's end")

@@ -33,6 +33,7 @@ from pol_chain.integrations._common import (
     check_settings,
     import_extra,
     replay_loader,
+    segment_batches,
 )
 from pol_chain.proof.engine import TrainState
 from pol_chain.proof.errors import MalformedArtefactError
@@ -41,21 +42,12 @@ from pol_chain.proof.seeds import seed_global_rng
 from pol_chain.proof.task import TaskBundle
 
 __all__ = [
-    "REPLAY_SETTINGS",
     "PolchainCallback",
     "lightning_task",
     "replay_segment",
     "train_loader",
     "trainer_settings",
 ]
-
-REPLAY_SETTINGS = (
-    "accumulate_grad_batches",
-    "gradient_clip_val",
-    "gradient_clip_algorithm",
-    "precision",
-)
-"""The ``Trainer`` arguments a replay depends on; the task fixes them."""
 
 _KEY = "lightning"
 
@@ -106,7 +98,7 @@ def train_loader(bundle: TaskBundle, recorder: Recorder, **loader: Any) -> Any:
     return torch.utils.data.DataLoader(
         bundle.data,
         batch_sampler=recorder.batch_sampler(),
-        collate_fn=bundle.collate or torch.utils.data.default_collate,
+        collate_fn=bundle.collate_fn,
         **loader,
     )
 
@@ -137,10 +129,6 @@ def _actual(trainer: Any) -> dict[str, Any]:
     }
 
 
-def _callback_base() -> Any:
-    return _pl().Callback
-
-
 class _Hooks:
     """Seeding per optimizer step: torch's RNG from the step's dropout seed before its
     first micro-batch (exactly what the engine's ``run_step`` does)."""
@@ -153,7 +141,7 @@ class _Hooks:
 
 
 def _make_callback_classes() -> tuple[type, type]:
-    base = _callback_base()
+    base = _pl().Callback
 
     class Recording(base, _Hooks):  # type: ignore[misc, valid-type]
         def __init__(self, recorder: Recorder, settings: Mapping[str, Any] | None) -> None:
@@ -191,11 +179,15 @@ def _make_callback_classes() -> tuple[type, type]:
 
     class Replaying(base, _Hooks):  # type: ignore[misc, valid-type]
         def __init__(
-            self, tensors: Mapping[str, torch.Tensor], meta: CheckpointMeta, steps: Sequence[Any]
+            self,
+            tensors: Mapping[str, torch.Tensor],
+            meta: CheckpointMeta,
+            steps: Sequence[Any],
+            accumulation: int,
         ) -> None:
             super().__init__()
             self.tensors, self.meta, self.steps = tensors, meta, steps
-            self.accumulation = len(steps[0].batches) if steps else 1
+            self.accumulation = accumulation
             self.captured: dict[str, torch.Tensor] = {}
             self._state: TrainState | None = None
 
@@ -264,17 +256,14 @@ def replay_segment(
 
     settings = trainer_settings(bundle)
     accumulation = settings["accumulate_grad_batches"]
-    if any(len(st.batches) != accumulation for st in steps):
-        raise MalformedArtefactError(
-            "segment", f"every step of this task has {accumulation} micro-batches"
-        )
+    batches = segment_batches(steps, accumulation)
     if not steps:
         return dict(tensors)
-    callback = _classes()[1](tensors, meta, steps)
+    callback = _classes()[1](tensors, meta, steps, accumulation)
     trainer = _quiet_trainer(max_steps=len(steps), callbacks=[callback], **settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(bundle.model, train_dataloaders=replay_loader(bundle, steps))
+        trainer.fit(bundle.model, train_dataloaders=replay_loader(bundle, batches))
     if trainer.global_step != len(steps):
         raise MalformedArtefactError("segment", "the trainer stopped before the segment's end")
     return callback.captured

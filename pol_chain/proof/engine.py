@@ -122,9 +122,7 @@ def _collate(bundle: TaskBundle, indices: list[int]) -> Any:
             bundle.train_x.device, non_blocking=True
         )
         return bundle.train_x[idx], bundle.train_y[idx]
-    samples = [bundle.sample(i) for i in indices]
-    collate = bundle.collate or torch.utils.data.default_collate
-    return collate(samples)
+    return bundle.collate_fn([bundle.sample(i) for i in indices])
 
 
 def default_step(bundle: TaskBundle, inp: StepInput) -> torch.Tensor:

@@ -112,6 +112,11 @@ class TaskBundle:
         return 0 if self.train_x is None else len(self.train_x)
 
     @property
+    def collate_fn(self) -> Callable[[list[Any]], Any]:
+        """The task's ``collate``, or torch's ``default_collate`` when it gives none."""
+        return self.collate or torch.utils.data.default_collate
+
+    @property
     def data(self) -> Any:
         """The training data as a map-style dataset (a ``DataLoader`` can load it)."""
         if self.dataset is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -38,22 +37,20 @@ def register(proof: Path, entry: str, config: dict[str, object] | None = None) -
     return binding
 
 
-Trainer = Callable[..., int]
+def _recorded(factory: pytest.TempPathFactory, name: str, steps: int) -> tuple[Path, RunBinding]:
+    """A full run of ``examples/<name>.py``, recorded by its own ``main``."""
+    mod = example(name)
+    proof = factory.mktemp(name) / "proof"
+    binding = register(proof, f"{name}:build")
+    assert mod.main(proof) == steps
+    return proof, binding
 
 
 @pytest.fixture(scope="package")
 def lightning_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunBinding]:
-    mod = example("lightning_digits")
-    proof = tmp_path_factory.mktemp("lightning") / "proof"
-    binding = register(proof, "lightning_digits:build")
-    assert mod.main(proof) == 44
-    return proof, binding
+    return _recorded(tmp_path_factory, "lightning_digits", 44)
 
 
 @pytest.fixture(scope="package")
 def hf_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunBinding]:
-    mod = example("hf_tiny_gpt")
-    proof = tmp_path_factory.mktemp("hf") / "proof"
-    binding = register(proof, "hf_tiny_gpt:build")
-    assert mod.main(proof) == 24
-    return proof, binding
+    return _recorded(tmp_path_factory, "hf_tiny_gpt", 24)
