@@ -26,7 +26,7 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -73,8 +73,12 @@ def _imports(name: str, source: bytes, is_package: bool) -> Iterator[str]:
                     yield f"{target}.{alias.name}"
 
 
-def _distribution(top: str) -> Requirement | None:
-    names = importlib.metadata.packages_distributions().get(top, [])
+Distributions = Mapping[str, list[str]]
+"""Top-level module name → the installed distributions providing it."""
+
+
+def _distribution(top: str, installed: Distributions) -> Requirement | None:
+    names = installed.get(top, [])
     for dist in sorted(set(names)):
         try:
             return Requirement(dist, importlib.metadata.version(dist))
@@ -83,11 +87,13 @@ def _distribution(top: str) -> Requirement | None:
     return None
 
 
-def _project_root(entry_module: str, path: Path, project: Path | None) -> Path:
+def _project_root(
+    entry_module: str, path: Path, project: Path | None, installed: Distributions
+) -> Path:
     if project is not None:
         return project.resolve()
     top = entry_module.split(".")[0]
-    if _distribution(top) is not None:  # shipped inside an installed distribution
+    if _distribution(top, installed) is not None:  # shipped inside an installed distribution
         return path.parent.resolve()
     depth = entry_module.count(".") + (1 if path.name == "__init__.py" else 0)
     root = path.parent
@@ -103,7 +109,9 @@ def collect_bundle(entry: str, project: Path | str | None = None) -> CodeBundle:
     path = _module_file(module)
     if path is None:
         raise SpecError(f"cannot find the source file of task module {module!r}")
-    root = _project_root(module, path, Path(project) if project is not None else None)
+    # one scan of the installed distributions (each scan reads every one's metadata)
+    installed = importlib.metadata.packages_distributions()
+    root = _project_root(module, path, Path(project) if project is not None else None, installed)
     modules: dict[str, str] = {}
     sources: dict[str, bytes] = {}
     requirements: set[Requirement] = set()
@@ -121,7 +129,7 @@ def collect_bundle(entry: str, project: Path | str | None = None) -> CodeBundle:
                 continue
             if file is None and name.rpartition(".")[0] in modules:
                 continue  # "from pkg import name": a name, not a submodule
-            found = _distribution(top)
+            found = _distribution(top, installed)
             if found is not None:
                 requirements.add(found)
             continue
