@@ -17,7 +17,9 @@ When the queue is full, training waits (back-pressure): memory stays bounded.
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,6 +98,25 @@ class _Job:
     meta: CheckpointMeta
     segment: list[SegmentStep] | None
     final: bool
+
+
+WRITER_NICENESS = 10
+"""How much lower the writer thread's CPU priority is than training's (Linux)."""
+
+
+def _yield_cpu_to_training() -> None:
+    """Lower the calling thread's CPU priority (on Linux each thread has its own nice
+    value), so that serializing, hashing and writing a checkpoint takes the cores the
+    training's threads leave idle rather than stalling them; where the system cannot, the
+    writer keeps the priority it has."""
+    if not sys.platform.startswith("linux"):  # elsewhere a thread id is no process id
+        return
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + WRITER_NICENESS))
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        pass
 
 
 class Recorder:
@@ -246,6 +267,7 @@ class Recorder:
                     raise RecorderError("recorder thread died") from None
 
     def _work(self) -> None:
+        _yield_cpu_to_training()
         while True:
             job = self._queue.get()
             if job is None:
