@@ -23,20 +23,19 @@ tokens of the whole step) and dict batches replay bitwise.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from pol_chain.format import CheckpointMeta, SegmentStep
 from pol_chain.integrations._common import (
     IntegrationError,
+    SegmentPlan,
     check_settings,
     import_extra,
     segment_batches,
 )
-from pol_chain.proof.engine import TrainState
-from pol_chain.proof.errors import MalformedArtefactError
+from pol_chain.proof.engine import ReplayJob, TrainState
 from pol_chain.proof.recorder import Recorder
 from pol_chain.proof.seeds import seed_global_rng
 from pol_chain.proof.task import TaskBundle
@@ -45,7 +44,7 @@ __all__ = [  # and PolchainTrainer, built when first used (module __getattr__)
     "PolchainTrainerCallback",
     "hf_task",
     "polchain_trainer",
-    "replay_segment",
+    "replay_segments",
     "training_arguments",
 ]
 
@@ -77,7 +76,7 @@ def hf_task(
     """The task bundle of a ``transformers`` model trained by a ``Trainer`` with these
     ``TrainingArguments`` (``learning_rate``, ``gradient_accumulation_steps``,
     ``max_grad_norm``, ``lr_scheduler_type``, …: what replay depends on) over
-    ``total_steps`` optimizer steps; its replay is :func:`replay_segment`."""
+    ``total_steps`` optimizer steps; its replay is :func:`replay_segments`."""
     _transformers()
     if int(total_steps) <= 0:
         raise IntegrationError("total_steps must be positive")
@@ -88,7 +87,7 @@ def hf_task(
         model=model,
         dataset=dataset,
         collate=collate,
-        replayer=replay_segment,
+        replayer=replay_segments,
         framework={_KEY: {"arguments": dict(arguments), "total_steps": int(total_steps)}},
     )
 
@@ -201,24 +200,23 @@ def _classes() -> tuple[type, type, type]:
             rec.on_step_end(self._sampler.micro_batches(rec.step), rec.step_seeds())
 
     class Replaying(tf.TrainerCallback):  # type: ignore[misc, name-defined]
-        def __init__(
-            self, tensors: Mapping[str, torch.Tensor], meta: CheckpointMeta, steps: Sequence[Any]
-        ) -> None:
-            self.tensors, self.meta, self.steps = tensors, meta, steps
-            self.captured: dict[str, torch.Tensor] = {}
+        """Replays several segments in one ``train()`` (see :class:`SegmentPlan`)."""
+
+        def __init__(self, jobs: Sequence[ReplayJob]) -> None:
+            self.plan = SegmentPlan(jobs)
             self._state: TrainState | None = None
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self._state = _state(kw["model"], kw["optimizer"], kw.get("lr_scheduler"))
-            self._state.restore(self.tensors, self.meta, "checkpoint")
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            seed_global_rng(int(self.steps[state.global_step].seeds["dropout"]))
+            assert self._state is not None
+            self.plan.begin(state.global_step, self._state)
+            seed_global_rng(int(self.plan.step(state.global_step).seeds["dropout"]))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if state.global_step == len(self.steps):
-                assert self._state is not None
-                self.captured, _ = self._state.capture(self.meta.step + len(self.steps))
+            assert self._state is not None
+            self.plan.end(state.global_step - 1, self._state)
 
     _CLASSES = (Trainer, Recording, Replaying)
     return _CLASSES
@@ -254,27 +252,24 @@ def polchain_trainer(
     )
 
 
-def replay_segment(
-    bundle: TaskBundle,
-    tensors: Mapping[str, torch.Tensor],
-    meta: CheckpointMeta,
-    steps: Sequence[SegmentStep],
-) -> dict[str, torch.Tensor]:
-    """Replay ``steps`` from a checkpoint through a fresh :class:`PolchainTrainer` with
-    the task's arguments; return the state after them (the verifier's ``replayer``)."""
+def replay_segments(bundle: TaskBundle, jobs: Sequence[ReplayJob]) -> list[dict[str, torch.Tensor]]:
+    """Replay every job's steps from its own checkpoint through one
+    :class:`PolchainTrainer` with the task's arguments; return the states after them (the
+    verifier's ``replayer``)."""
     import logging
 
     settings, total = _settings(bundle)
-    batches = segment_batches(steps, int(settings["gradient_accumulation_steps"]))
-    if not steps:
-        return dict(tensors)
+    accumulation = int(settings["gradient_accumulation_steps"])
+    batches = [mb for job in jobs for mb in segment_batches(job.steps, accumulation)]
+    if not batches:
+        return [dict(job.start) for job in jobs]
     logging.getLogger("transformers").setLevel(logging.ERROR)
     trainer_cls, _, replaying = _classes()
-    callback = replaying(tensors, meta, steps)
+    callback = replaying(jobs)
     with tempfile.TemporaryDirectory(prefix="polchain-hf-") as out:
         trainer = trainer_cls(
             model=bundle.model,
-            args=training_arguments(bundle, out, max_steps=len(steps)),
+            args=training_arguments(bundle, out, max_steps=callback.plan.total),
             train_dataset=bundle.data,
             data_collator=bundle.collate_fn,
             batch_sampler=batches,
@@ -283,6 +278,4 @@ def replay_segment(
         )
         trainer.remove_callback(_transformers().trainer_callback.PrinterCallback)  # quiet
         trainer.train()
-    if not callback.captured:
-        raise MalformedArtefactError("segment", "the trainer stopped before the segment's end")
-    return callback.captured
+    return callback.plan.results()

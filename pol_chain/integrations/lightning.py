@@ -14,7 +14,7 @@ settings replay depends on). Training::
 The callback seeds torch's RNG with the step's dropout seed before its first
 micro-batch, records each optimizer step (its micro-batches and seeds) and hands the
 trainer's optimizers, step-interval schedulers and gradient scaler to the recorder, so
-every checkpoint holds the full state. The verifier's replay (:func:`replay_segment`)
+every checkpoint holds the full state. The verifier's replay (:func:`replay_segments`)
 restores that state into a fresh ``Trainer`` built from the same settings and runs the
 recorded micro-batches through ``trainer.fit``: automatic optimization, gradient
 clipping, gradient accumulation and ``precision="bf16-mixed"`` replay bitwise.
@@ -27,15 +27,15 @@ from typing import Any
 
 import torch
 
-from pol_chain.format import CheckpointMeta, SegmentStep
 from pol_chain.integrations._common import (
     IntegrationError,
+    SegmentPlan,
     check_settings,
     import_extra,
     replay_loader,
     segment_batches,
 )
-from pol_chain.proof.engine import TrainState
+from pol_chain.proof.engine import ReplayJob, TrainState
 from pol_chain.proof.errors import MalformedArtefactError
 from pol_chain.proof.recorder import Recorder
 from pol_chain.proof.seeds import seed_global_rng
@@ -44,7 +44,7 @@ from pol_chain.proof.task import TaskBundle
 __all__ = [
     "PolchainCallback",
     "lightning_task",
-    "replay_segment",
+    "replay_segments",
     "train_loader",
     "trainer_settings",
 ]
@@ -67,7 +67,7 @@ def lightning_task(
     collate: Any = None,
 ) -> TaskBundle:
     """The task bundle of a ``LightningModule`` trained on ``dataset`` (map-style) with
-    these trainer settings; its replay is :func:`replay_segment`."""
+    these trainer settings; its replay is :func:`replay_segments`."""
     _pl()
     settings = {
         "accumulate_grad_batches": int(accumulate_grad_batches),
@@ -79,7 +79,7 @@ def lightning_task(
         model=module,
         dataset=dataset,
         collate=collate,
-        replayer=replay_segment,
+        replayer=replay_segments,
         framework={_KEY: settings},
     )
 
@@ -129,21 +129,10 @@ def _actual(trainer: Any) -> dict[str, Any]:
     }
 
 
-class _Hooks:
-    """Seeding per optimizer step: torch's RNG from the step's dropout seed before its
-    first micro-batch (exactly what the engine's ``run_step`` does)."""
-
-    accumulation: int
-
-    def _seed(self, batch_idx: int, seeds: Mapping[str, int]) -> None:
-        if batch_idx % self.accumulation == 0:
-            seed_global_rng(int(seeds["dropout"]))
-
-
 def _make_callback_classes() -> tuple[type, type]:
     base = _pl().Callback
 
-    class Recording(base, _Hooks):  # type: ignore[misc, valid-type]
+    class Recording(base):  # type: ignore[misc, valid-type]
         def __init__(self, recorder: Recorder, settings: Mapping[str, Any] | None) -> None:
             super().__init__()
             self.recorder = recorder
@@ -168,7 +157,8 @@ def _make_callback_classes() -> tuple[type, type]:
         def on_train_batch_start(
             self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
         ) -> None:
-            self._seed(batch_idx, self.recorder.step_seeds())
+            if batch_idx % self.accumulation == 0:  # as run_step seeds before a step
+                seed_global_rng(int(self.recorder.step_seeds()["dropout"]))
 
         def on_train_batch_end(
             self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
@@ -177,32 +167,36 @@ def _make_callback_classes() -> tuple[type, type]:
                 rec = self.recorder
                 rec.on_step_end(self._sampler.micro_batches(rec.step), rec.step_seeds())
 
-    class Replaying(base, _Hooks):  # type: ignore[misc, valid-type]
-        def __init__(
-            self,
-            tensors: Mapping[str, torch.Tensor],
-            meta: CheckpointMeta,
-            steps: Sequence[Any],
-            accumulation: int,
-        ) -> None:
+    class Replaying(base):  # type: ignore[misc, valid-type]
+        """Replays several segments in one ``fit``: each from its own start checkpoint,
+        restored before its first micro-batch, its end state captured after its last
+        optimizer step (where the recorder captures a checkpoint)."""
+
+        def __init__(self, jobs: Sequence[ReplayJob], accumulation: int) -> None:
             super().__init__()
-            self.tensors, self.meta, self.steps = tensors, meta, steps
             self.accumulation = accumulation
-            self.captured: dict[str, torch.Tensor] = {}
+            self.plan = SegmentPlan(jobs)
             self._state: TrainState | None = None
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self._state = _trainer_state(trainer, pl_module)
-            self._state.restore(self.tensors, self.meta, "checkpoint")
 
         def on_train_batch_start(
             self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
         ) -> None:
-            self._seed(batch_idx, self.steps[batch_idx // self.accumulation].seeds)
-
-        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            if batch_idx % self.accumulation:
+                return
             assert self._state is not None
-            self.captured, _ = self._state.capture(self.meta.step + len(self.steps))
+            step = batch_idx // self.accumulation
+            self.plan.begin(step, self._state)
+            seed_global_rng(int(self.plan.step(step).seeds["dropout"]))
+
+        def on_train_batch_end(
+            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        ) -> None:
+            if (batch_idx + 1) % self.accumulation == 0:
+                assert self._state is not None
+                self.plan.end(batch_idx // self.accumulation, self._state)
 
     return Recording, Replaying
 
@@ -244,26 +238,22 @@ def _quiet_trainer(**kwargs: Any) -> Any:
         )
 
 
-def replay_segment(
-    bundle: TaskBundle,
-    tensors: Mapping[str, torch.Tensor],
-    meta: CheckpointMeta,
-    steps: Sequence[SegmentStep],
-) -> dict[str, torch.Tensor]:
-    """Replay ``steps`` from a checkpoint through a fresh ``Trainer`` with the task's
-    settings; return the state after them (the verifier's ``replayer``)."""
+def replay_segments(bundle: TaskBundle, jobs: Sequence[ReplayJob]) -> list[dict[str, torch.Tensor]]:
+    """Replay every job's steps from its own checkpoint through one ``Trainer`` with the
+    task's settings; return the states after them (the verifier's ``replayer``)."""
     import warnings
 
     settings = trainer_settings(bundle)
     accumulation = settings["accumulate_grad_batches"]
-    batches = segment_batches(steps, accumulation)
-    if not steps:
-        return dict(tensors)
-    callback = _classes()[1](tensors, meta, steps, accumulation)
-    trainer = _quiet_trainer(max_steps=len(steps), callbacks=[callback], **settings)
+    batches = [mb for job in jobs for mb in segment_batches(job.steps, accumulation)]
+    if not batches:
+        return [dict(job.start) for job in jobs]
+    callback = _classes()[1](jobs, accumulation)
+    total = callback.plan.total
+    trainer = _quiet_trainer(max_steps=total, callbacks=[callback], **settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(bundle.model, train_dataloaders=replay_loader(bundle, batches))
-    if trainer.global_step != len(steps):
+    if trainer.global_step != total:
         raise MalformedArtefactError("segment", "the trainer stopped before the segment's end")
-    return callback.captured
+    return callback.plan.results()

@@ -25,6 +25,7 @@ from pol_chain.proof.seeds import derive_seed, epoch_permutation, make_generator
 from pol_chain.proof.task import StepInput, TaskBundle
 
 __all__ = [
+    "ReplayJob",
     "RunBatchSampler",
     "StepSampler",
     "TrainState",
@@ -32,6 +33,7 @@ __all__ = [
     "capture_state",
     "default_step",
     "model_tensors",
+    "replay_segments",
     "replay_steps",
     "restore_state",
     "run_step",
@@ -320,6 +322,33 @@ def _fast_forward(scheduler: Any, position: int) -> None:
             scheduler.step()
 
 
+@dataclass(frozen=True)
+class ReplayJob:
+    """Replay segment ``index``: ``steps`` from the checkpoint ``(start, meta)``."""
+
+    index: int
+    start: Mapping[str, torch.Tensor]
+    meta: CheckpointMeta
+    steps: Sequence[SegmentStep]
+
+
+def _check_indices(bundle: TaskBundle, steps: Sequence[SegmentStep], what: str) -> None:
+    size = bundle.size
+    for st in steps:
+        if st.indices and (min(st.indices) < 0 or max(st.indices) >= size):
+            raise MalformedArtefactError(what, "segment index outside the dataset")
+
+
+def _replay_framework(
+    bundle: TaskBundle, jobs: Sequence[ReplayJob]
+) -> list[dict[str, torch.Tensor]]:
+    assert bundle.replayer is not None
+    states = [dict(s) for s in bundle.replayer(bundle, jobs)]
+    if len(states) != len(jobs):
+        raise RuntimeError(f"the task's replayer returned {len(states)} states for {len(jobs)}")
+    return states
+
+
 def replay_steps(
     bundle: TaskBundle,
     tensors: Mapping[str, torch.Tensor],
@@ -331,13 +360,10 @@ def replay_steps(
     """Restore ``bundle`` from a checkpoint and replay the recorded ``steps``; return the
     captured state and the final step. A task run by a framework's loop replays through
     its :attr:`~pol_chain.proof.task.TaskBundle.replayer`."""
-    size = bundle.size
-    for st in steps:
-        if st.indices and (min(st.indices) < 0 or max(st.indices) >= size):
-            raise MalformedArtefactError(what, "segment index outside the dataset")
+    _check_indices(bundle, steps, what)
     if bundle.replayer is not None:
         end = meta.step + len(steps)
-        return dict(bundle.replayer(bundle, tensors, meta, steps)), end
+        return _replay_framework(bundle, [ReplayJob(0, tensors, meta, steps)])[0], end
     state = TrainState.of(bundle)
     step = state.restore(tensors, meta, what)
     for st in steps:
@@ -347,3 +373,18 @@ def replay_steps(
             on_step(step)
     captured, _ = state.capture(step)
     return captured, step
+
+
+def replay_segments(bundle: TaskBundle, jobs: Sequence[ReplayJob]) -> list[dict[str, torch.Tensor]]:
+    """Replay every job from its own start checkpoint; return the states reached, in
+    order. A framework-run task replays them all in one run of its trainer (building a
+    trainer costs more than a short segment's steps); a format error names no job then:
+    replay the jobs one by one to learn which."""
+    for job in jobs:
+        _check_indices(bundle, job.steps, f"segment {job.index}")
+    if bundle.replayer is not None:
+        return _replay_framework(bundle, jobs) if jobs else []
+    return [
+        replay_steps(bundle, job.start, job.meta, job.steps, f"segment {job.index}")[0]
+        for job in jobs
+    ]

@@ -11,31 +11,21 @@ is what an agent does with anyone else's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from pol_chain.format import CheckpointMeta, FormatError, SegmentStep, TaskSpec
+from pol_chain.format import FormatError, TaskSpec
 from pol_chain.proof.dataset import structured_leaf
-from pol_chain.proof.engine import replay_steps
+from pol_chain.proof.engine import ReplayJob, replay_segments
 from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.task import TaskBundle
 
 __all__ = ["InProcessRunner", "ReplayJob", "ReplayResult", "TaskRunner", "leaf_of_sample"]
 
 State = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ReplayJob:
-    """Replay segment ``index``: ``steps`` from the checkpoint ``(start, meta)``."""
-
-    index: int
-    start: Mapping[str, torch.Tensor]
-    meta: CheckpointMeta
-    steps: Sequence[SegmentStep]
 
 
 @dataclass(frozen=True)
@@ -116,13 +106,22 @@ class InProcessRunner:
         return [leaf_of_sample(self.bundle.sample(i)) for i in range(self.bundle.size)]
 
     def replay(self, jobs: Sequence[ReplayJob]) -> dict[int, ReplayResult]:
-        """Replay each job with the task's own step."""
+        """Replay each job with the task's own step; a framework task replays them all in
+        one run of its trainer. The proof's format errors are results, the task code's
+        errors are raised."""
+        if self.bundle.replayer is not None and len(jobs) > 1:
+            try:
+                states = replay_segments(self.bundle, jobs)
+            except FormatError:
+                pass  # one job's data is malformed: replay them one by one to learn which
+            else:
+                return {
+                    job.index: ReplayResult(state=s) for job, s in zip(jobs, states, strict=True)
+                }
         out: dict[int, ReplayResult] = {}
         for job in jobs:
             try:
-                state, _ = replay_steps(
-                    self.bundle, job.start, job.meta, job.steps, f"segment {job.index}"
-                )
+                state = replay_segments(self.bundle, [job])[0]
             except FormatError as exc:
                 out[job.index] = ReplayResult(error=exc)
                 continue

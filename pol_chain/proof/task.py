@@ -26,12 +26,15 @@ import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pol_chain.format import TaskSpec, to_hex
 from pol_chain.proof.errors import SpecError
+
+if TYPE_CHECKING:
+    from pol_chain.proof.engine import ReplayJob
 
 __all__ = [
     "SegmentReplayer",
@@ -135,9 +138,12 @@ class TaskBundle:
 StepFn = Callable[[TaskBundle, StepInput], Any]
 """A task's own training step (see the module docstring)."""
 
-SegmentReplayer = Callable[[TaskBundle, Mapping[str, torch.Tensor], Any, Sequence[Any]], Any]
-"""A framework-driven replay (Lightning, Hugging Face): ``(bundle, start tensors, start
-meta, steps) -> end tensors``, for tasks whose step is run by a framework's own loop."""
+SegmentReplayer = Callable[
+    [TaskBundle, Sequence["ReplayJob"]], Sequence[Mapping[str, torch.Tensor]]
+]
+"""A framework-driven replay (Lightning, Hugging Face), for tasks whose step is run by a
+framework's own loop: ``(bundle, jobs) -> end tensors of each job``; every job starts
+from its own checkpoint (``pol_chain.proof.engine.ReplayJob``)."""
 
 
 TaskFn = Callable[[Mapping[str, Any], torch.device], TaskBundle]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from pol_chain.attacks import tamper_checkpoint
 from pol_chain.attacks.tamper import recommit_manifest
@@ -65,6 +66,49 @@ def test_the_agents_sandboxed_replay_is_bitwise(
         _bitwise(_verify(proof, binding, runner))
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_segments_replayed_in_one_trainer_reach_their_committed_states(
+    run: str, request: pytest.FixtureRequest
+) -> None:
+    """A challenge's segments replay in one run of the framework's trainer: segments 3
+    and 1 (2 skipped, out of order), each from its own checkpoint, reach the committed
+    states bitwise; a malformed segment among them is blamed alone."""
+    from pol_chain.format import Segment, SegmentStep, TaskSpec, checkpoint_name, segment_name
+    from pol_chain.proof.runner import InProcessRunner, ReplayJob
+    from pol_chain.proof.serialization import load_checkpoint_bytes
+
+    proof, binding = request.getfixturevalue(run)
+    runner = InProcessRunner(
+        TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes()), binding.run_seed
+    )
+
+    def checkpoint(i: int) -> tuple[Any, Any]:
+        return load_checkpoint_bytes((proof / checkpoint_name(i)).read_bytes(), "checkpoint")
+
+    def job(i: int) -> ReplayJob:
+        steps = Segment.from_bytes((proof / segment_name(i)).read_bytes()).steps
+        return ReplayJob(i, *checkpoint(i - 1), steps)
+
+    def reached(state: dict[str, torch.Tensor] | None, i: int) -> bool:
+        claimed = checkpoint(i)[0]
+        return (
+            state is not None
+            and set(state) == set(claimed)
+            and all(torch.equal(state[k], claimed[k]) for k in claimed)
+        )
+
+    results = runner.replay([job(3), job(1)])
+    assert reached(results[3].state, 3) and reached(results[1].state, 1)
+
+    short = job(2)
+    one_micro_batch = [SegmentStep.of(st.step, [st.indices], st.seeds) for st in short.steps]
+    malformed = ReplayJob(2, short.start, short.meta, one_micro_batch)
+    results = runner.replay([job(1), malformed, job(3)])
+    assert results[2].state is None and results[2].error is not None
+    assert "micro-batches" in str(results[2].error)
+    assert reached(results[1].state, 1) and reached(results[3].state, 3)
 
 
 @pytest.mark.parametrize("run", RUNS)
