@@ -380,11 +380,11 @@ def replay_segments(bundle: TaskBundle, jobs: Sequence[ReplayJob]) -> list[dict[
     order. A framework-run task replays them all in one run of its trainer (building a
     trainer costs more than a short segment's steps); a format error names no job then:
     replay the jobs one by one to learn which."""
-    for job in jobs:
-        _check_indices(bundle, job.steps, f"segment {job.index}")
     if bundle.replayer is not None:
+        for job in jobs:
+            _check_indices(bundle, job.steps, f"segment {job.index}")
         return _replay_framework(bundle, jobs) if jobs else []
-    return [
+    return [  # replay_steps checks each job's indices
         replay_steps(bundle, job.start, job.meta, job.steps, f"segment {job.index}")[0]
         for job in jobs
     ]
