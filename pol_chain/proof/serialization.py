@@ -33,6 +33,7 @@ from pol_chain.format import (
 from pol_chain.proof.errors import MalformedArtefactError
 
 __all__ = [
+    "DIRECT_MIN_BYTES",
     "SerializedState",
     "digest_model",
     "digest_state",
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 Meta = Mapping[str, Any] | CheckpointMeta
+
+DIRECT_MIN_BYTES = 64 << 20  # smaller states write buffered: the page-cache copy is cheap
 
 _DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -153,16 +156,41 @@ def digest_state(tensors: Mapping[str, torch.Tensor], metadata: Meta) -> bytes:
     return SerializedState(tensors, metadata).digest()
 
 
-def write_state(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Meta) -> bytes:
-    """Write the state atomically to ``path`` (tmp, fsync, rename); return its digest."""
+def write_state(
+    path: Path,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Meta,
+    *,
+    direct: bool | None = None,
+) -> bytes:
+    """Write the state atomically to ``path`` (tmp, fsync, rename); return its digest.
+
+    States of :data:`DIRECT_MIN_BYTES` or more (or any, with ``direct=True``) bypass the
+    page cache where the file system allows (:mod:`pol_chain.proof.direct_io`);
+    ``direct=False`` always writes buffered. The bytes are the same either way."""
     import os
 
+    from pol_chain.proof.direct_io import write_direct
+
+    state = SerializedState(tensors, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        digest = SerializedState(tensors, metadata).write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    if direct is None:
+        direct = len(state.header) + state.data_size >= DIRECT_MIN_BYTES
+    hasher = hashlib.sha256()
+
+    def hashed() -> Iterator[bytes | memoryview]:
+        for chunk in state.chunks():
+            hasher.update(chunk)
+            yield chunk
+
+    if direct and write_direct(tmp, hashed()):
+        digest = hasher.digest()
+    else:
+        with open(tmp, "wb") as handle:
+            digest = state.write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
     return digest
 

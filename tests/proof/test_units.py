@@ -19,8 +19,14 @@ from pol_chain.proof import (
     verify_membership,
 )
 from pol_chain.proof.canonical import sha256
+from pol_chain.proof.direct_io import STAGE_BYTES, write_direct
 from pol_chain.proof.seeds import derive_seed
-from pol_chain.proof.serialization import digest_state, load_state_bytes, serialize_state
+from pol_chain.proof.serialization import (
+    digest_state,
+    load_state_bytes,
+    serialize_state,
+    write_state,
+)
 from pol_chain.proof.task import check_source
 
 
@@ -99,6 +105,63 @@ def test_state_bytes_are_deterministic_and_valid_safetensors() -> None:
     assert all(torch.equal(load(raw)[k], a[k]) for k in a)
     tensors, got = load_state_bytes(raw, "x")
     assert got == meta and all(torch.equal(tensors[k], a[k]) for k in a)
+
+
+def _large_state() -> dict[str, torch.Tensor]:
+    """Over two staging buffers of direct I/O, its length no multiple of a block."""
+    gen = torch.Generator().manual_seed(3)
+    return {
+        "w": torch.randn(4_500_000, generator=gen),
+        "odd": torch.arange(1001, dtype=torch.int16),
+        "b": torch.randn(7, 3, generator=gen).to(torch.bfloat16),
+    }
+
+
+@pytest.mark.parametrize("direct", [True, False, None])
+@pytest.mark.parametrize("where", ["tmp", "shm"])
+def test_state_files_hold_the_same_bytes_direct_or_buffered(
+    tmp_path: Path, direct: bool | None, where: str
+) -> None:
+    import tempfile
+
+    if where == "shm" and not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    root = Path(tempfile.mkdtemp(dir="/dev/shm")) if where == "shm" else tmp_path
+    try:
+        state, meta = _large_state(), {"step": 9}
+        raw = serialize_state(state, meta)
+        assert len(raw) > 2 * STAGE_BYTES and len(raw) % 4096
+        digest = write_state(root / "c.safetensors", state, meta, direct=direct)
+        assert (root / "c.safetensors").read_bytes() == raw
+        assert digest == sha256(raw)
+        assert sorted(p.name for p in root.iterdir()) == ["c.safetensors"]  # no tmp left
+    finally:
+        if where == "shm":
+            import shutil
+
+            shutil.rmtree(root)
+
+
+def test_direct_writes_bypass_the_page_cache_and_match_buffered_bytes(tmp_path: Path) -> None:
+    raw = serialize_state(_large_state(), {"step": 1})
+    chunks = [memoryview(raw)[i : i + 1_000_003] for i in range(0, len(raw), 1_000_003)]
+    if not write_direct(tmp_path / "d", chunks):
+        pytest.skip("this file system refuses O_DIRECT")
+    assert (tmp_path / "d").read_bytes() == raw
+    assert write_direct(tmp_path / "e", []) and (tmp_path / "e").read_bytes() == b""
+
+
+def test_state_files_are_written_buffered_where_there_is_no_direct_io(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delattr(os, "O_DIRECT", raising=False)  # as on macOS
+    state = _large_state()
+    assert not write_direct(tmp_path / "d", [b"x"]) and not (tmp_path / "d").exists()
+    digest = write_state(tmp_path / "c", state, {}, direct=True)
+    assert (tmp_path / "c").read_bytes() == serialize_state(state, {})
+    assert digest == sha256(serialize_state(state, {}))
 
 
 class _Payload:
