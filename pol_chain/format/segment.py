@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from pol_chain.format._json import (
@@ -56,7 +57,7 @@ class SegmentStep:
     def __post_init__(self) -> None:
         if not self.batches:
             object.__setattr__(self, "batches", (tuple(self.indices),))
-        flat = tuple(i for b in self.batches for i in b)
+        flat = tuple(chain.from_iterable(self.batches))
         if self.indices and tuple(self.indices) != flat:
             raise FormatError("segment", "indices differ from the micro-batches", field="indices")
         object.__setattr__(self, "indices", flat)
@@ -66,9 +67,7 @@ class SegmentStep:
         cls, step: int, batches: Sequence[Sequence[int]], seeds: Mapping[str, int]
     ) -> SegmentStep:
         """Step ``step`` over these micro-batches."""
-        return cls(
-            step, seeds=dict(seeds), batches=tuple(tuple(int(i) for i in b) for b in batches)
-        )
+        return cls(step, seeds=dict(seeds), batches=tuple(tuple(map(int, b)) for b in batches))
 
     @property
     def single(self) -> bool:

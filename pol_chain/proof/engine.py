@@ -114,8 +114,8 @@ def as_micro_batches(indices: Batches) -> list[list[int]]:
         return [indices.tolist()] if indices.dim() <= 1 else [r.tolist() for r in indices]
     items: list[Any] = list(indices)
     if items and not isinstance(items[0], int) and not isinstance(items[0], torch.Tensor):
-        return [[int(i) for i in mb] for mb in items]
-    return [[int(i) for i in items]]
+        return [list(map(int, mb)) for mb in items]
+    return [list(map(int, items))]
 
 
 def _collate(bundle: TaskBundle, indices: list[int]) -> Any:

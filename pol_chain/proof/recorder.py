@@ -159,6 +159,7 @@ class Recorder:
         self.k = spec.k
         self.listeners = list(listeners)
         self.step = 0
+        self._seeds_of: tuple[int, dict[str, int]] = (-1, {})
         self._segment: list[SegmentStep] = []
         self._errors: list[BaseException] = []
         self._closed = False
@@ -195,7 +196,10 @@ class Recorder:
 
     def step_seeds(self, step: int | None = None) -> dict[str, int]:
         """Return the per-step seeds (``augment``, ``dropout``) of ``step`` (default: next)."""
-        return step_seeds(self.run_seed, self.step if step is None else step)
+        step = self.step if step is None else step
+        if self._seeds_of[0] != step:  # loops ask for a step's seeds before and after it
+            self._seeds_of = (step, step_seeds(self.run_seed, step))
+        return dict(self._seeds_of[1])
 
     def generator(
         self, purpose: str, step: int | None = None, device: str | torch.device = "cpu"
