@@ -286,7 +286,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3, help="interleaved pairs per path")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved pairs per path")
     parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     parser.add_argument(
         "--only",

@@ -215,3 +215,24 @@ def test_seed_global_rng_leaves_the_state_torch_manual_seed_leaves() -> None:
         seed_global_rng(seed)
         assert torch.equal(torch.get_rng_state(), expected)
         assert torch.equal(torch.rand(4), draw)
+
+
+def test_installed_distributions_are_rescanned_when_an_import_path_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from pol_chain.proof.bundle import installed_distributions
+
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    before = installed_distributions()
+    assert "polchain_fake_mod" not in before
+    assert installed_distributions() is before  # no change: no second scan
+    info = tmp_path / "polchain_fake_dist-1.0.dist-info"
+    info.mkdir()  # what installing a distribution does to its site directory
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: polchain-fake-dist\nVersion: 1.0\n"
+    )
+    (info / "top_level.txt").write_text("polchain_fake_mod\n")
+    after = installed_distributions()
+    assert after["polchain_fake_mod"] == ["polchain-fake-dist"]
