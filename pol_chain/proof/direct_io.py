@@ -37,13 +37,14 @@ def write_direct(path: Path, chunks: Iterable[bytes | memoryview]) -> bool:
     flag = getattr(os, "O_DIRECT", None)
     if flag is None:
         return False
+    stage = mmap.mmap(-1, STAGE_BYTES)  # anonymous memory: page-aligned
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o644)
     except OSError as exc:
+        stage.close()
         if exc.errno == errno.EINVAL:
             return False
         raise
-    stage = mmap.mmap(-1, STAGE_BYTES)
     view = memoryview(stage)
     try:
         filled = total = 0

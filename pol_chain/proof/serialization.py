@@ -30,6 +30,7 @@ from pol_chain.format import (
     parse_header,
     polchain_meta_of,
 )
+from pol_chain.proof.direct_io import write_direct
 from pol_chain.proof.errors import MalformedArtefactError
 
 __all__ = [
@@ -169,8 +170,6 @@ def write_state(
     page cache where the file system allows (:mod:`pol_chain.proof.direct_io`);
     ``direct=False`` always writes buffered. The bytes are the same either way."""
     import os
-
-    from pol_chain.proof.direct_io import write_direct
 
     state = SerializedState(tensors, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
