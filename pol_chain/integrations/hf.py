@@ -197,7 +197,7 @@ def _classes() -> tuple[type, type, type]:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             rec = self.recorder
-            rec.on_step_end(self._sampler.micro_batches(rec.step), rec.step_seeds())
+            rec.on_step_end(self._sampler.micro_batches(rec.step))  # the step's own seeds
 
     class Replaying(tf.TrainerCallback):  # type: ignore[misc, name-defined]
         """Replays several segments in one ``train()`` (see :class:`SegmentPlan`)."""

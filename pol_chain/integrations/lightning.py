@@ -165,7 +165,7 @@ def _make_callback_classes() -> tuple[type, type]:
         ) -> None:
             if (batch_idx + 1) % self.accumulation == 0:
                 rec = self.recorder
-                rec.on_step_end(self._sampler.micro_batches(rec.step), rec.step_seeds())
+                rec.on_step_end(self._sampler.micro_batches(rec.step))  # the step's own seeds
 
     class Replaying(base):  # type: ignore[misc, valid-type]
         """Replays several segments in one ``fit``: each from its own start checkpoint,

@@ -57,24 +57,31 @@ class StepSampler:
         self.total_steps = epochs * self.steps_per_epoch
         self._epoch = -1
         self._perm = torch.empty(0, dtype=torch.int64)
+        self._order: list[int] = []  # _perm as Python ints: loops slice it every step
 
     @classmethod
     def of(cls, spec: Any, run_seed: bytes) -> StepSampler:
         """The sampler of a :class:`~pol_chain.format.TaskSpec`."""
         return cls(run_seed, spec.dataset.size, spec.batch_size, spec.epochs, spec.accumulation)
 
-    def batch(self, step: int) -> torch.Tensor:
-        """Return the int64 indices of ``step`` (0-based)."""
+    def _epoch_of(self, step: int) -> int:
         epoch, pos = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             self._perm, self._epoch = epoch_permutation(self.run_seed, epoch, self.size), epoch
-        return self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+            self._order = self._perm.tolist()
+        return pos * self.batch_size
+
+    def batch(self, step: int) -> torch.Tensor:
+        """Return the int64 indices of ``step`` (0-based)."""
+        start = self._epoch_of(step)
+        return self._perm[start : start + self.batch_size]
 
     def micro_batches(self, step: int) -> list[list[int]]:
         """The micro-batches of ``step``: its batch cut into ``accumulation`` equal parts."""
-        flat = self.batch(step).tolist()
-        size = len(flat) // self.accumulation
-        return [flat[i * size : (i + 1) * size] for i in range(self.accumulation)]
+        start = self._epoch_of(step)
+        size = self.batch_size // self.accumulation
+        order = self._order
+        return [order[start + i * size : start + (i + 1) * size] for i in range(self.accumulation)]
 
     def steps(self, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(step, indices)`` from ``start`` to the end of training."""

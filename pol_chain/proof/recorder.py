@@ -100,6 +100,9 @@ class _Job:
     final: bool
 
 
+SEED_BLOCK = 64
+"""How many steps' seeds the recorder derives at once (loops ask for them every step)."""
+
 WRITER_NICENESS = 10
 """How much lower the writer thread's CPU priority is than training's (Linux)."""
 
@@ -159,7 +162,7 @@ class Recorder:
         self.k = spec.k
         self.listeners = list(listeners)
         self.step = 0
-        self._seeds_of: tuple[int, dict[str, int]] = (-1, {})
+        self._seed_block: dict[int, dict[str, int]] = {}
         self._segment: list[SegmentStep] = []
         self._errors: list[BaseException] = []
         self._closed = False
@@ -196,10 +199,15 @@ class Recorder:
 
     def step_seeds(self, step: int | None = None) -> dict[str, int]:
         """Return the per-step seeds (``augment``, ``dropout``) of ``step`` (default: next)."""
-        step = self.step if step is None else step
-        if self._seeds_of[0] != step:  # loops ask for a step's seeds before and after it
-            self._seeds_of = (step, step_seeds(self.run_seed, step))
-        return dict(self._seeds_of[1])
+        return dict(self._seeds(self.step if step is None else step))
+
+    def _seeds(self, step: int) -> Mapping[str, int]:
+        seeds = self._seed_block.get(step)
+        if seeds is None:  # derived for a block of steps at once: cheaper than one by one
+            block = range(step, step + SEED_BLOCK)
+            self._seed_block = {s: step_seeds(self.run_seed, s) for s in block}
+            seeds = self._seed_block[step]
+        return seeds
 
     def generator(
         self, purpose: str, step: int | None = None, device: str | torch.device = "cpu"
@@ -217,8 +225,13 @@ class Recorder:
         """Record one finished optimizer step on ``indices`` (its batch, or the list of
         its micro-batches in the order it consumed them) with its ``seeds``."""
         self._raise_errors()
-        used = dict(seeds) if seeds is not None else self.step_seeds()
-        self._segment.append(SegmentStep.of(self.step, as_micro_batches(indices), used))
+        if seeds is None:
+            seeds = self._seeds(self.step)
+        if isinstance(indices, list) and indices and isinstance(indices[0], list):
+            batches: Sequence[Sequence[int]] = indices  # as the samplers give them
+        else:
+            batches = as_micro_batches(indices)
+        self._segment.append(SegmentStep.of(self.step, batches, seeds))
         self.step += 1
         if self.step % self.k == 0:
             self._enqueue(final=False)

@@ -20,7 +20,10 @@ from pol_chain.proof import (
 )
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.direct_io import STAGE_BYTES, write_direct
-from pol_chain.proof.seeds import derive_seed
+from pol_chain.proof.engine import RunBatchSampler, StepSampler, step_seeds
+from pol_chain.proof.loop import build_bundle
+from pol_chain.proof.recorder import SEED_BLOCK, Recorder
+from pol_chain.proof.seeds import derive_seed, epoch_permutation
 from pol_chain.proof.serialization import (
     digest_state,
     load_state_bytes,
@@ -66,6 +69,38 @@ def test_seeds_differ_by_purpose_and_counter() -> None:
     }
     assert len(values) == 12 and all(0 <= v < 2**63 for v in values)
     assert derive_seed(seed, "init") != derive_seed(b"\x06" * 32, "init")
+
+
+def test_micro_batches_cut_each_epochs_permutation_in_order() -> None:
+    seed = b"\x07" * 32
+    sampler = StepSampler(seed, size=50, batch_size=8, epochs=3, accumulation=2)
+    assert sampler.total_steps == 18  # 6 steps an epoch, the last 2 samples dropped
+    for step in (13, 2, 17, 0, 6):  # out of order and across epochs
+        batches = sampler.micro_batches(step)
+        assert [len(b) for b in batches] == [4, 4]
+        assert batches[0] + batches[1] == sampler.batch(step).tolist()
+    for epoch in range(3):
+        order = [i for s in range(6) for b in sampler.micro_batches(6 * epoch + s) for i in b]
+        assert order == epoch_permutation(seed, epoch, 50)[:48].tolist()
+    loader_order = list(RunBatchSampler(StepSampler(seed, 50, 8, 3, 2), start=5))
+    assert len(loader_order) == 26
+    assert loader_order == [b for s in range(5, 18) for b in sampler.micro_batches(s)]
+
+
+def test_recorder_gives_each_steps_own_seeds_across_seed_blocks(
+    tmp_path: Path, spec: TaskSpec
+) -> None:
+    seed = b"\x08" * 32
+    bundle = build_bundle(spec, seed)
+    rec = Recorder(tmp_path / "p", spec, b"\x01" * 32, seed, bundle.model, bundle.optimizer)
+    try:
+        for step in (0, SEED_BLOCK - 1, SEED_BLOCK, 3, 2 * SEED_BLOCK + 5, SEED_BLOCK):
+            seeds = rec.step_seeds(step)
+            assert seeds == step_seeds(seed, step)
+            seeds["dropout"] = -1  # a copy: the recorder's own stays intact
+            assert rec.step_seeds(step) == step_seeds(seed, step)
+    finally:
+        rec.close(final=False)
 
 
 def test_sample_leaf_binds_label_bytes_dtype_and_shape() -> None:
