@@ -129,6 +129,23 @@ def _actual(trainer: Any) -> dict[str, Any]:
     }
 
 
+_UNUSED_STEP_HOOKS = (
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+)
+
+
+def _skip_unused_step_hooks(callback: Any) -> None:
+    """Lightning calls every hook of every callback on each micro-batch (a profiler
+    context each, ~1.5 µs), but skips an attribute that is not callable
+    (``trainer/call.py``, ``_call_callback_hooks``): on a 1.7 ms step the four unused
+    ones are 6 dispatches a step, ~0.5-1 % of the example's 1.7 ms step."""
+    for hook in _UNUSED_STEP_HOOKS:
+        setattr(callback, hook, None)
+
+
 def _make_callback_classes() -> tuple[type, type]:
     base = _pl().Callback
 
@@ -139,6 +156,7 @@ def _make_callback_classes() -> tuple[type, type]:
             self.settings = settings
             self.accumulation = recorder.spec.accumulation
             self._sampler = recorder.sampler()
+            _skip_unused_step_hooks(self)
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             if self.settings is not None:
@@ -177,6 +195,7 @@ def _make_callback_classes() -> tuple[type, type]:
             self.accumulation = accumulation
             self.plan = SegmentPlan(jobs)
             self._state: TrainState | None = None
+            _skip_unused_step_hooks(self)
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self._state = _trainer_state(trainer, pl_module)
