@@ -227,11 +227,7 @@ class Recorder:
         self._raise_errors()
         if seeds is None:
             seeds = self._seeds(self.step)
-        if isinstance(indices, list) and indices and isinstance(indices[0], list):
-            batches: Sequence[Sequence[int]] = indices  # as the samplers give them
-        else:
-            batches = as_micro_batches(indices)
-        self._segment.append(SegmentStep.of(self.step, batches, seeds))
+        self._segment.append(SegmentStep.of(self.step, as_micro_batches(indices), seeds))
         self.step += 1
         if self.step % self.k == 0:
             self._enqueue(final=False)
