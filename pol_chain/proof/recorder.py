@@ -8,6 +8,11 @@ Usage from a plain loop::
         rec.on_step_end(idx, rec.step_seeds())  # augmentation from rec.generator("augment")
     rec.close(final=True)
 
+A loop that feeds exactly the run's own micro-batches (a ``DataLoader`` with
+:meth:`Recorder.batch_sampler`, as the framework callbacks do) calls ``on_step_end()``
+without arguments: the writer thread expands those steps from the run's sampler and
+seeds at each checkpoint, so the training thread does almost nothing per step.
+
 Every ``k`` steps (and at :meth:`close`) the full state is cloned on its device and put
 on a *bounded* queue; a background thread copies it to the CPU, serializes it
 (deterministic safetensors), writes checkpoint and segment atomically, computes the leaf,
@@ -96,7 +101,7 @@ class _Job:
     step: int
     tensors: dict[str, torch.Tensor]
     meta: CheckpointMeta
-    segment: list[SegmentStep] | None
+    segment: list[SegmentStep | int] | None  # an int: that step in the run's own order
     final: bool
 
 
@@ -163,7 +168,8 @@ class Recorder:
         self.listeners = list(listeners)
         self.step = 0
         self._seed_block: dict[int, dict[str, int]] = {}
-        self._segment: list[SegmentStep] = []
+        self._segment: list[SegmentStep | int] = []
+        self._run_order = self.sampler()  # the writer thread's own: samplers cache an epoch
         self._errors: list[BaseException] = []
         self._closed = False
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, queue_size))
@@ -201,6 +207,10 @@ class Recorder:
         """Return the per-step seeds (``augment``, ``dropout``) of ``step`` (default: next)."""
         return dict(self._seeds(self.step if step is None else step))
 
+    def step_seed(self, purpose: str, step: int | None = None) -> int:
+        """One of :meth:`step_seeds` (``"augment"`` or ``"dropout"``), without a copy."""
+        return self._seeds(self.step if step is None else step)[purpose]
+
     def _seeds(self, step: int) -> Mapping[str, int]:
         seeds = self._seed_block.get(step)
         if seeds is None:  # derived for a block of steps at once: cheaper than one by one
@@ -219,15 +229,22 @@ class Recorder:
 
     def on_step_end(
         self,
-        indices: torch.Tensor | Sequence[int] | Sequence[Sequence[int]],
+        indices: torch.Tensor | Sequence[int] | Sequence[Sequence[int]] | None = None,
         seeds: Mapping[str, int] | None = None,
     ) -> None:
         """Record one finished optimizer step on ``indices`` (its batch, or the list of
-        its micro-batches in the order it consumed them) with its ``seeds``."""
+        its micro-batches in the order it consumed them) with its ``seeds`` (default: the
+        step's own). Without ``indices`` the step consumed the run's own micro-batches
+        for it (:meth:`batch_sampler`) with its own seeds."""
         self._raise_errors()
-        if seeds is None:
-            seeds = self._seeds(self.step)
-        self._segment.append(SegmentStep.of(self.step, as_micro_batches(indices), seeds))
+        if indices is None:
+            if seeds is not None:
+                raise ValueError("a step in the run's own order has the run's own seeds")
+            self._segment.append(self.step)
+        else:
+            if seeds is None:
+                seeds = self._seeds(self.step)
+            self._segment.append(SegmentStep.of(self.step, as_micro_batches(indices), seeds))
         self.step += 1
         if self.step % self.k == 0:
             self._enqueue(final=False)
@@ -292,11 +309,22 @@ class Recorder:
             except BaseException as exc:  # noqa: BLE001 - reported on the training thread
                 self._errors.append(exc)
 
+    def _in_run_order(self, step: int) -> SegmentStep:
+        """Step ``step`` as the run's sampler and seeds make it (on the writer thread)."""
+        return SegmentStep.of(
+            step, self._run_order.micro_batches(step), step_seeds(self.run_seed, step)
+        )
+
     def _write(self, job: _Job) -> None:
         writer = self._writer
         if job.tensors:
             cpu = {name: t.to("cpu") for name, t in job.tensors.items()}
-            entry = writer.checkpoint(job.index, cpu, job.meta, job.segment)
+            steps = None
+            if job.segment is not None:
+                steps = [
+                    s if isinstance(s, SegmentStep) else self._in_run_order(s) for s in job.segment
+                ]
+            entry = writer.checkpoint(job.index, cpu, job.meta, steps)
             if job.final:
                 writer.model(cpu)
             manifest_path = writer.write_manifest()

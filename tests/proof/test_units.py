@@ -15,6 +15,7 @@ from pol_chain.proof import (
     SpecError,
     TaskSpec,
     commit_dataset,
+    make_spec,
     sample_leaf,
     verify_membership,
 )
@@ -31,6 +32,7 @@ from pol_chain.proof.serialization import (
     write_state,
 )
 from pol_chain.proof.task import check_source
+from pol_chain.tasks import DIGITS
 
 
 def test_spec_is_canonical_and_round_trips(spec: TaskSpec) -> None:
@@ -99,6 +101,41 @@ def test_recorder_gives_each_steps_own_seeds_across_seed_blocks(
             assert seeds == step_seeds(seed, step)
             seeds["dropout"] = -1  # a copy: the recorder's own stays intact
             assert rec.step_seeds(step) == step_seeds(seed, step)
+    finally:
+        rec.close(final=False)
+
+
+def test_steps_in_the_runs_own_order_record_the_same_bytes_as_explicit_ones(
+    tmp_path: Path,
+) -> None:
+    """``on_step_end()`` (the run's own micro-batches and seeds, expanded by the writer
+    thread) and ``on_step_end(micro_batches)`` write byte-identical proofs, mixed too."""
+    spec = make_spec(DIGITS, {"epochs": 2, "k": 10, "grad_accumulation": 2})
+    seed = b"\x09" * 32
+    proofs = []
+    for name, explicit in (("explicit", lambda s: True), ("mixed", lambda s: s % 7 == 3)):
+        bundle = build_bundle(spec, seed)
+        out = tmp_path / name
+        rec = Recorder(out, spec, b"\x01" * 32, seed, bundle.model, bundle.optimizer)
+        sampler = rec.sampler()
+        for step in range(25):  # 2 full segments and a partial one
+            if explicit(step):
+                rec.on_step_end(sampler.micro_batches(step))
+            else:
+                rec.on_step_end()
+        rec.close(final=True)
+        proofs.append(out)
+    files = sorted(p.relative_to(proofs[0]) for p in proofs[0].rglob("*") if p.is_file())
+    assert len([f for f in files if f.parts[0] == "segments"]) == 3
+    for rel in files:
+        assert (proofs[0] / rel).read_bytes() == (proofs[1] / rel).read_bytes(), rel
+    assert sorted(p.relative_to(proofs[1]) for p in proofs[1].rglob("*") if p.is_file()) == files
+
+    bundle = build_bundle(spec, seed)
+    rec = Recorder(tmp_path / "bad", spec, b"\x01" * 32, seed, bundle.model, bundle.optimizer)
+    try:
+        with pytest.raises(ValueError, match="own seeds"):
+            rec.on_step_end(seeds=step_seeds(seed, 0))
     finally:
         rec.close(final=False)
 
