@@ -170,7 +170,6 @@ def _classes() -> tuple[type, type, type]:
         def __init__(self, recorder: Recorder, task: TaskBundle | None) -> None:
             self.recorder = recorder
             self.task = task
-            self._sampler = recorder.sampler()
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             rec = self.recorder
@@ -193,11 +192,10 @@ def _classes() -> tuple[type, type, type]:
             rec.state.schedulers[:] = live.schedulers
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            seed_global_rng(int(self.recorder.step_seeds()["dropout"]))
+            seed_global_rng(self.recorder.step_seed("dropout"))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            rec = self.recorder
-            rec.on_step_end(self._sampler.micro_batches(rec.step))  # the step's own seeds
+            self.recorder.on_step_end()  # the run's own micro-batches and seeds
 
     class Replaying(tf.TrainerCallback):  # type: ignore[misc, name-defined]
         """Replays several segments in one ``train()`` (see :class:`SegmentPlan`)."""

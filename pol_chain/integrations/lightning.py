@@ -12,9 +12,10 @@ settings replay depends on). Training::
     rec.close(final=True)
 
 The callback seeds torch's RNG with the step's dropout seed before its first
-micro-batch, records each optimizer step (its micro-batches and seeds) and hands the
-trainer's optimizers, step-interval schedulers and gradient scaler to the recorder, so
-every checkpoint holds the full state. The verifier's replay (:func:`replay_segments`)
+micro-batch, records each optimizer step where the next one begins (the loader is the
+run's, so a step's micro-batches and seeds are the run's own: the recorder expands them
+at each checkpoint) and hands the trainer's optimizers, step-interval schedulers and
+gradient scaler to the recorder, so every checkpoint holds the full state. The verifier's replay (:func:`replay_segments`)
 builds one ``Trainer`` from the same settings for all of a challenge's segments and runs
 their recorded micro-batches through ``trainer.fit``, restoring each segment's start
 state before its first step: automatic optimization, gradient
@@ -134,14 +135,18 @@ _UNUSED_STEP_HOOKS = (
     "on_after_backward",
     "on_before_optimizer_step",
     "on_before_zero_grad",
+    "on_train_batch_end",
 )
 
 
 def _skip_unused_step_hooks(callback: Any) -> None:
     """Lightning calls every hook of every callback (a profiler context each, 1.5-3 µs)
     but skips an attribute that is not callable (``trainer/call.py``,
-    ``_call_callback_hooks``): these four are 6 dispatches a step with 2 micro-batches,
-    ~0.5-1 % of the digits example's 1.7 ms step."""
+    ``_call_callback_hooks``). The callbacks use one hook a micro-batch,
+    ``on_train_batch_start``: a step ends where the next begins (or at
+    ``on_train_end``), the model, optimizers and schedulers as they were after the
+    previous ``on_train_batch_end`` (Lightning steps step-interval schedulers before
+    it). That leaves 2 of 12 dispatches a step with 2 micro-batches."""
     for hook in _UNUSED_STEP_HOOKS:
         setattr(callback, hook, None)
 
@@ -155,7 +160,10 @@ def _make_callback_classes() -> tuple[type, type]:
             self.recorder = recorder
             self.settings = settings
             self.accumulation = recorder.spec.accumulation
-            self._sampler = recorder.sampler()
+            self._in_step = False  # a step has begun and is not recorded yet
+            self._first = (0, 0)  # (trainer.global_step, recorder.step) at the start
+            self._buffers: list[torch.Tensor] = []  # the module's, with accumulation
+            self._at_step_start: list[torch.Tensor] = []
             _skip_unused_step_hooks(self)
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -171,19 +179,48 @@ def _make_callback_classes() -> tuple[type, type]:
             live.optimizers[:] = state.optimizers
             live.schedulers[:] = state.schedulers
             live.scaler = state.scaler
+            self._first = (trainer.global_step, self.recorder.step)
+            if self.accumulation > 1:  # a stop between micro-batches must undo a forward
+                self._buffers = list(pl_module.buffers())
+                self._at_step_start = [b.detach().clone() for b in self._buffers]
 
         def on_train_batch_start(
             self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
         ) -> None:
-            if batch_idx % self.accumulation == 0:  # as run_step seeds before a step
-                seed_global_rng(int(self.recorder.step_seeds()["dropout"]))
+            if batch_idx % self.accumulation:
+                return
+            rec = self.recorder
+            if self._in_step:
+                rec.on_step_end()  # the run's own micro-batches and seeds
+            if self._buffers:
+                torch._foreach_copy_(self._at_step_start, self._buffers)
+            seed_global_rng(rec.step_seed("dropout"))  # as run_step seeds before a step
+            self._in_step = True
 
-        def on_train_batch_end(
-            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-        ) -> None:
-            if (batch_idx + 1) % self.accumulation == 0:
-                rec = self.recorder
-                rec.on_step_end(self._sampler.micro_batches(rec.step))  # the step's own seeds
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            rec = self.recorder
+            if self._in_step:
+                if trainer.global_step - self._first[0] > rec.step - self._first[1]:
+                    rec.on_step_end()
+                else:  # stopped between micro-batches: no optimizer step, but a forward
+                    self._undo_partial_step(pl_module)
+            self._in_step = False
+
+        def _undo_partial_step(self, pl_module: Any) -> None:
+            """Put back the buffers (BatchNorm statistics) the stopped step's forward
+            passes changed, so the last checkpoint is the state after the last step."""
+            now = list(pl_module.buffers())
+            if len(now) != len(self._buffers) or any(
+                a is not b for a, b in zip(now, self._buffers, strict=False)
+            ):
+                raise IntegrationError(
+                    "training stopped between micro-batches and the module replaced a "
+                    "buffer, so the state after the last step is lost",
+                    hint="reopen the proof with Recorder(..., resume=True) and close(final=True) "
+                    "to finalize on its last checkpoint, or stop on a step boundary",
+                )
+            if self._buffers:
+                torch._foreach_copy_(self._buffers, self._at_step_start)
 
     class Replaying(base):  # type: ignore[misc, valid-type]
         """Replays several segments in one ``fit``: each from its own start checkpoint,
@@ -195,6 +232,7 @@ def _make_callback_classes() -> tuple[type, type]:
             self.accumulation = accumulation
             self.plan = SegmentPlan(jobs)
             self._state: TrainState | None = None
+            self._ended = -1  # the last step whose end has passed
             _skip_unused_step_hooks(self)
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -207,15 +245,18 @@ def _make_callback_classes() -> tuple[type, type]:
                 return
             assert self._state is not None
             step = batch_idx // self.accumulation
+            self._end(step - 1)
             self.plan.begin(step, self._state)
             seed_global_rng(int(self.plan.step(step).seeds["dropout"]))
 
-        def on_train_batch_end(
-            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-        ) -> None:
-            if (batch_idx + 1) % self.accumulation == 0:
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self._end(trainer.global_step - 1)  # steps the optimizers took
+
+        def _end(self, step: int) -> None:
+            if step > self._ended:
                 assert self._state is not None
-                self.plan.end(batch_idx // self.accumulation, self._state)
+                self.plan.end(step, self._state)
+                self._ended = step
 
     return Recording, Replaying
 

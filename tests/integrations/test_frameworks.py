@@ -204,3 +204,49 @@ def test_a_missing_extra_is_named(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "lightning.pytorch is not installed" in out.stdout
     assert "pol_chain[lightning]" in out.stdout
+
+
+def test_a_lightning_run_stopped_between_micro_batches_records_its_finished_steps(
+    tmp_path: Path,
+) -> None:
+    """``trainer.should_stop`` set after the first of a step's two micro-batches: Lightning
+    stops there, without that step's optimizer step; the proof holds the steps before it
+    and replays bitwise."""
+    import lightning.pytorch as pl
+
+    from pol_chain.format import TaskSpec
+    from pol_chain.integrations.lightning import PolchainCallback, train_loader, trainer_settings
+    from pol_chain.proof import Recorder, build_bundle
+    from pol_chain.proof.engine import TrainState
+
+    example("lightning_digits")
+    proof = tmp_path / "proof"
+    binding = register(proof, "lightning_digits:build", {"k": 4})
+    spec = TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes())
+    assert spec.accumulation == 2
+
+    class StopMidStep(pl.Callback):
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            if args[-1] == 2 * 7:  # the first micro-batch of step 7
+                trainer.should_stop = True
+
+    bundle = build_bundle(spec, binding.run_seed)
+    rec = Recorder(proof, spec, RUN_ID, binding.run_seed, state=TrainState.of(bundle))
+    trainer = pl.Trainer(
+        **trainer_settings(bundle),
+        max_steps=spec.total_steps,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[PolchainCallback(rec, bundle), StopMidStep()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+    rec.close(final=True)
+    assert trainer.global_step == 7 and rec.step == 7
+    manifest = json.loads((proof / "manifest.json").read_bytes())
+    assert manifest["final"]["step"] == 7
+    _bitwise(_verify(proof, binding))
