@@ -41,7 +41,9 @@ hooks, in the recorder's construction and in its closing wait (on the training t
 plus the CPU time of the recorder's writer thread, ÷ the plain training time. It is an
 upper bound where the writer runs on a core training leaves idle, and does not see
 indirect costs (caches, the GIL, the framework's dispatch to the callback), which the
-wall-clock ratios do.
+wall-clock ratios do. On two cores with two torch threads every second of the writer's
+CPU is a second training loses; ``--threads 1`` leaves the writer a core of its own, as a
+GPU run or a CPU run with a spare core does.
 
 Prints one JSON object as its last line:
 ``{"lightning": {"overhead": R, "replay_vs_train": R}, "hf": {"overhead": R,
@@ -497,12 +499,19 @@ def main() -> None:
         default="lightning,hf,hf_20m",
         help="comma-separated paths to measure (default: all three)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for training and replay (default: torch's own, the cores); "
+        "fewer than the cores leaves the recorder's writer thread a core of its own",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     warnings.simplefilter("ignore")
     for name in ("lightning.pytorch", "transformers", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    configure_determinism(True)
+    configure_determinism(True, args.threads)
     result: dict[str, Any] = {}
     root = Path(tempfile.mkdtemp(prefix="polchain-bench-fw-"))
     try:
