@@ -198,6 +198,15 @@ def _make_callback_classes() -> tuple[type, type]:
             self._in_step = True
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self._finish(trainer, pl_module)
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            # fit ended on an error (a failing batch or collate, Ctrl-C) with no
+            # on_train_end: record the step that finished, so the state a caller closes
+            # on is the state the proof says
+            self._finish(trainer, pl_module)
+
+        def _finish(self, trainer: Any, pl_module: Any) -> None:
             rec = self.recorder
             if self._in_step:
                 if trainer.global_step - self._first[0] > rec.step - self._first[1]:

@@ -206,12 +206,15 @@ def test_a_missing_extra_is_named(tmp_path: Path) -> None:
     assert "pol_chain[lightning]" in out.stdout
 
 
+@pytest.mark.parametrize("ending", ["stop", "error_before_step", "error_mid_step"])
 def test_a_lightning_run_stopped_between_micro_batches_records_its_finished_steps(
-    tmp_path: Path,
+    tmp_path: Path, ending: str
 ) -> None:
     """``trainer.should_stop`` set after the first of a step's two micro-batches: Lightning
     stops there, without that step's optimizer step; the proof holds the steps before it
-    and replays bitwise."""
+    and replays bitwise. The same when ``fit`` ends on an error (no ``on_train_end``):
+    raised before a step's first micro-batch (step 6's, after step 5's optimizer step) or
+    between its micro-batches."""
     import lightning.pytorch as pl
 
     from pol_chain.format import TaskSpec
@@ -226,9 +229,16 @@ def test_a_lightning_run_stopped_between_micro_batches_records_its_finished_step
     assert spec.accumulation == 2
 
     class StopMidStep(pl.Callback):
+        def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
+            if ending == "error_before_step" and args[-1] == 2 * 6:
+                raise KeyboardInterrupt  # as a failing batch does: before the callback's hook
+
         def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
             if args[-1] == 2 * 7:  # the first micro-batch of step 7
-                trainer.should_stop = True
+                if ending == "stop":
+                    trainer.should_stop = True
+                elif ending == "error_mid_step":
+                    raise RuntimeError("a user callback fails")
 
     bundle = build_bundle(spec, binding.run_seed)
     rec = Recorder(proof, spec, RUN_ID, binding.run_seed, state=TrainState.of(bundle))
@@ -238,15 +248,19 @@ def test_a_lightning_run_stopped_between_micro_batches_records_its_finished_step
         max_epochs=1,
         accelerator="cpu",
         devices=1,
-        callbacks=[PolchainCallback(rec, bundle), StopMidStep()],
+        callbacks=[StopMidStep(), PolchainCallback(rec, bundle)],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+    try:
+        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+    except (RuntimeError, SystemExit):  # Lightning exits on a KeyboardInterrupt
+        assert ending != "stop"
     rec.close(final=True)
-    assert trainer.global_step == 7 and rec.step == 7
+    steps = 6 if ending == "error_before_step" else 7
+    assert trainer.global_step == steps and rec.step == steps
     manifest = json.loads((proof / "manifest.json").read_bytes())
-    assert manifest["final"]["step"] == 7
+    assert manifest["final"]["step"] == steps
     _bitwise(_verify(proof, binding))
