@@ -174,6 +174,15 @@ def _make_callback_classes() -> tuple[type, type]:
                     f"accumulate_grad_batches={trainer.accumulate_grad_batches}, the run's "
                     f"spec says {self.accumulation} micro-batches per step"
                 )
+            batches = trainer.num_training_batches
+            if batches != float("inf") and batches % self.accumulation:
+                # Lightning steps the optimizers on the epoch's last, partial accumulation:
+                # a step of fewer micro-batches than the run's, which replay refutes
+                raise IntegrationError(
+                    f"the epoch has {batches} micro-batches, not a multiple of the run's "
+                    f"{self.accumulation} a step (limit_train_batches?)",
+                    hint=f"use a multiple of {self.accumulation} (or max_steps to stop early)",
+                )
             state = _trainer_state(trainer, pl_module)
             live = self.recorder.state
             live.optimizers[:] = state.optimizers

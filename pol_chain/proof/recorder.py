@@ -165,6 +165,7 @@ class Recorder:
         self.spec, self.run_id, self.run_seed = spec, bytes(run_id), bytes(run_seed)
         self.state = state
         self.k = spec.k
+        self._total_steps = spec.total_steps
         self.listeners = list(listeners)
         self.step = 0
         self._seed_block: dict[int, dict[str, int]] = {}
@@ -237,6 +238,11 @@ class Recorder:
         step's own). Without ``indices`` the step consumed the run's own micro-batches
         for it (:meth:`batch_sampler`) with its own seeds."""
         self._raise_errors()
+        if self.step >= self._total_steps:
+            raise RecorderError(
+                f"the run's spec plans {self._total_steps} steps; step {self.step} is past it",
+                hint="stop the loop at spec.total_steps (a run may stop earlier, not later)",
+            )
         if indices is None:
             if seeds is not None:
                 raise ValueError("a step in the run's own order has the run's own seeds")
@@ -250,17 +256,27 @@ class Recorder:
             self._enqueue(final=False)
 
     def close(self, final: bool = True) -> None:
-        """Checkpoint any pending steps, write the final model (``final``), and join."""
+        """Checkpoint any pending steps, write the final model (``final``), and join.
+
+        A run that recorded no step cannot be finalized (there is no learning to prove):
+        ``close(final=True)`` then closes without a final model and raises
+        :class:`RecorderError`."""
         if self._closed:
             return
         self._closed = True
+        untrained = final and self.step == 0
         try:
-            if self._segment or final:
+            if self._segment or (final and not untrained):
                 self._enqueue(final=final, force=bool(self._segment))
         finally:
             self._queue.put(None)
             self._worker.join()
         self._raise_errors()
+        if untrained:
+            raise RecorderError(
+                "the run recorded no training step, so there is no model to finalize",
+                hint="train at least one step (the proof directory is kept, not finalized)",
+            )
 
     def __enter__(self) -> Recorder:
         return self

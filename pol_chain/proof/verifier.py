@@ -303,9 +303,12 @@ def _check_order(ctx: _Ctx, seg: Segment, sampler: StepSampler) -> None:
 
 def _check_steps(ctx: _Ctx) -> None:
     """Checkpoint i sits at step i·k; the last one anywhere after the one before it up to
-    i·k (a run may stop early and finalize there), never past the spec's last step."""
+    i·k (a run may stop early and finalize there), never past the spec's last step; a
+    proof of no step at all proves no learning."""
     spec, entries = ctx.spec, ctx.manifest.entries
     last = len(entries) - 1
+    if last == 0:
+        ctx.found.fail("integrity", Reason.STEP_MISMATCH, "the proof records no training step")
     for i, entry in enumerate(entries):
         want = min(i * spec.k, spec.total_steps)
         ok = entry.step == want

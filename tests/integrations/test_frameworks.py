@@ -171,6 +171,22 @@ def test_a_lightning_trainer_unlike_its_task_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(IntegrationError, match="gradient_clip_val=5.0"):
         trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+    # an epoch cut to an odd number of micro-batches: Lightning would step the optimizer
+    # on the last one alone, a step of fewer micro-batches than the run's
+    assert spec.accumulation == 2
+    trainer = pl.Trainer(
+        **trainer_settings(bundle),
+        max_steps=spec.total_steps,
+        limit_train_batches=15,
+        accelerator="cpu",
+        callbacks=[PolchainCallback(rec, bundle)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    with pytest.raises(IntegrationError, match="15 micro-batches, not a multiple of the run's 2"):
+        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+    assert rec.step == 0
     rec.close(final=False)
 
 

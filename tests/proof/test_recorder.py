@@ -102,8 +102,36 @@ def test_listener_failure_surfaces(tmp_path: Path, spec: TaskSpec) -> None:
     rec = Recorder(
         tmp_path / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, b.scheduler, listeners=[boom]
     )
-    with pytest.raises(RecorderError):
+    with pytest.raises(RecorderError, match="network down"):
         rec.close(final=True)
+
+
+def test_a_run_of_no_step_is_not_finalized(tmp_path: Path, spec: TaskSpec) -> None:
+    b = build_bundle(spec, RUN_SEED)
+    rec = Recorder(tmp_path / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, b.scheduler)
+    with pytest.raises(RecorderError, match="no training step"):
+        rec.close(final=True)
+    manifest = DirectorySource(tmp_path / "p").manifest()
+    assert manifest.final is None and [e.step for e in manifest.entries] == [0]
+
+
+def test_a_step_past_the_spec_is_refused(tmp_path: Path, spec: TaskSpec) -> None:
+    b = build_bundle(spec, RUN_SEED)
+    rec = Recorder(tmp_path / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, b.scheduler)
+    for _, idx in rec.sampler().steps():
+        loss = b.loss_fn(b.model(b.train_x[idx]), b.train_y[idx])
+        b.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        b.optimizer.step()
+        b.scheduler.step()  # type: ignore[union-attr]
+        rec.on_step_end(idx)
+    assert rec.step == spec.total_steps
+    with pytest.raises(RecorderError, match=f"plans {spec.total_steps} steps"):
+        rec.on_step_end(idx)
+    with pytest.raises(RecorderError, match="past it"):
+        rec.on_step_end()
+    rec.close(final=True)
+    assert DirectorySource(tmp_path / "p").manifest().final.step == spec.total_steps  # type: ignore[union-attr]
 
 
 def test_existing_proof_needs_resume_and_matching_run(

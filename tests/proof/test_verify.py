@@ -201,6 +201,19 @@ def test_untouched_leaves_catch_tampering(proof_copy: Path) -> None:
     assert {"leaf_mismatch", "accumulator_mismatch"} <= set(report.reasons)
 
 
+def test_a_finalized_proof_of_no_step_fails_with_a_reason(proof_copy: Path) -> None:
+    """W0 alone claimed as the trained model (the recorder refuses to write it)."""
+    path = proof_copy / "manifest.json"
+    man = json.loads(path.read_bytes())
+    man["entries"] = man["entries"][:1]
+    man["final"] = {**man["final"], "index": 0, "step": 0}
+    path.write_bytes(canonical_json(man))
+    recommit(proof_copy)
+    report = _verify(proof_copy)
+    assert not report.passed and report.reason_codes == ["step_mismatch"]
+    assert "no training step" in " ".join(report.checks["integrity"].details)
+
+
 def test_wrong_model_digest_fails(honest_proof: Path) -> None:
     report = _verify(honest_proof, model_digest=b"\x01" * 32)
     assert "model_digest_mismatch" in report.reasons
