@@ -306,6 +306,17 @@ def restore_state(
     return state.restore(tensors, meta, what)
 
 
+def is_counter(name: str) -> bool:
+    """Whether checkpoint tensor ``name`` is a count, not a position: an optimizer's
+    per-parameter ``step`` (Adam's, stored as a float) or a gradient scaler's scale.
+    Replay reproduces them exactly on any machine; as distances they would swamp the
+    update (AdamW's ``step`` grows by k in every parameter tensor each segment)."""
+    if name == "scaler.scale":
+        return True
+    head, _, rest = name.partition(".")
+    return head.startswith("optim") and rest.endswith(".step")
+
+
 def model_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return the model part of a checkpoint's tensors, ``model.`` prefix stripped."""
     return {k[6:]: v for k, v in state.items() if k.startswith("model.")}

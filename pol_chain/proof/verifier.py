@@ -38,7 +38,7 @@ from pol_chain.format import (
 )
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.dataset import MerkleTree, verify_membership
-from pol_chain.proof.engine import StepSampler, model_tensors, step_seeds
+from pol_chain.proof.engine import StepSampler, is_counter, model_tensors, step_seeds
 from pol_chain.proof.errors import (
     ArtefactUnavailable,
     CannotVerify,
@@ -80,30 +80,47 @@ class Comparison:
     exact_fields_equal: bool
 
 
-def compare_states(replayed: State, claimed: State, previous: State) -> Comparison:
-    """Compare a replayed state W' with the claimed W_{i+1}, relative to W_i (full state)."""
-    keys = sorted(k for k, v in claimed.items() if v.is_floating_point())
-    exact = sorted(k for k, v in claimed.items() if not v.is_floating_point())
+def _part_distance(
+    replayed: State, claimed: State, previous: State, keys: list[str]
+) -> tuple[float, float]:
+    """(normalized error, direction cosine) of one part of the state."""
     w_new, w_claim = _flat(replayed, keys), _flat(claimed, keys)
     w_prev = _flat({k: previous.get(k, torch.zeros_like(claimed[k])) for k in keys}, keys)
-    diff = w_new - w_claim
-    update = w_claim - w_prev
-    l2 = float(diff.norm())
+    l2 = float((w_new - w_claim).norm())
+    update, replay_update = w_claim - w_prev, w_new - w_prev
     update_norm = float(update.norm())
+    if update_norm == 0:
+        return (0.0, 1.0) if l2 == 0 else (math.inf, -1.0)
+    denom = float(replay_update.norm()) * update_norm
+    return l2 / update_norm, float(replay_update @ update) / denom if denom > 0 else -1.0
+
+
+def compare_states(replayed: State, claimed: State, previous: State) -> Comparison:
+    """Compare a replayed state W' with the claimed W_{i+1}, relative to W_i.
+
+    Counters (:func:`~pol_chain.proof.engine.is_counter`) and integer tensors must be
+    equal. The normalized error and direction cosine are the worst of two parts, each
+    against its own update: the model (parameters, buffers) and the optimizer state, so
+    that a part whose update is large cannot hide a change to the other."""
+    floats = sorted(k for k, v in claimed.items() if v.is_floating_point() and not is_counter(k))
+    distances = set(floats)
+    exact = sorted(k for k in claimed if k not in distances)
+    w_new, w_claim = _flat(replayed, floats), _flat(claimed, floats)
+    w_prev = _flat({k: previous.get(k, torch.zeros_like(claimed[k])) for k in floats}, floats)
+    diff = w_new - w_claim
+    l2 = float(diff.norm())
     cos = (
         float(torch.nn.functional.cosine_similarity(w_new, w_claim, dim=0, eps=1e-30))
-        if len(keys)
+        if floats
         else 1.0
     )
-    replay_update = w_new - w_prev
-    bitwise = all(torch.equal(replayed[k].cpu(), claimed[k].cpu()) for k in claimed)
-    if update_norm > 0:
-        normalized = l2 / update_norm
-        denom = float(replay_update.norm()) * update_norm
-        direction = float(replay_update @ update) / denom if denom > 0 else -1.0
-    else:
-        normalized = 0.0 if l2 == 0 else math.inf
-        direction = 1.0 if l2 == 0 else -1.0
+    parts = [
+        [k for k in floats if k.startswith("model.")],
+        [k for k in floats if not k.startswith("model.")],
+    ]
+    found = [_part_distance(replayed, claimed, previous, keys) for keys in parts if keys]
+    normalized = max((e for e, _ in found), default=0.0)
+    direction = min((d for _, d in found), default=1.0)
     return Comparison(
         metrics=Metrics(
             cosine=_num(cos),
@@ -113,9 +130,9 @@ def compare_states(replayed: State, claimed: State, previous: State) -> Comparis
             l2=_num(l2),
             linf=_num(float(diff.abs().max()) if diff.numel() else 0.0),
             normalized_error=_num(normalized),
-            update_norm=_num(update_norm),
+            update_norm=_num(float((w_claim - w_prev).norm())),
         ),
-        bitwise_identical=bitwise,
+        bitwise_identical=all(torch.equal(replayed[k].cpu(), claimed[k].cpu()) for k in claimed),
         exact_fields_equal=all(torch.equal(replayed[k].cpu(), claimed[k].cpu()) for k in exact),
     )
 

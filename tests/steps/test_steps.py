@@ -181,3 +181,54 @@ def test_early_stopping_with_the_ready_loop(tmp_path: Path) -> None:
     assert result.steps == 20
     report = _verify(tmp_path / "p")
     assert report.passed and report.finalized and report.last_index == 2
+
+
+def test_a_model_nudge_hidden_behind_adamws_step_counters_is_rejected(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """AdamW keeps a float ``step`` per parameter tensor that grows by k each segment; as a
+    distance it swamped the model's update, so a checkpoint moved by a tenth of its
+    segment's model update (a backdoor nudge at every checkpoint) passed. Counters are
+    compared exactly and the model part against its own update."""
+    import torch
+
+    from pol_chain.attacks import tamper_checkpoint
+    from pol_chain.proof.serialization import load_checkpoint_bytes
+
+    proof = tmp_path / "adamw"
+    shutil.copytree(runs["adamw-two-groups"], proof)
+
+    def state(i: int) -> dict[str, torch.Tensor]:
+        data = (proof / "checkpoints" / f"{i:06d}.safetensors").read_bytes()
+        return load_checkpoint_bytes(data, f"checkpoint {i}")[0]
+
+    before, after = state(1), state(2)
+
+    def update(keys: list[str]) -> float:
+        return float(sum(((after[k] - before[k]).double() ** 2).sum() for k in keys) ** 0.5)
+
+    model = [k for k, v in after.items() if k.startswith("model.") and v.is_floating_point()]
+    counters = [k for k in after if k.endswith(".step")]
+    assert update(counters) > 5 * update(model)  # what hid the nudge
+    tamper_checkpoint(proof, 2, scale=0.1 * update(model), recommit=True)
+    report = _verify(proof)
+    assert not report.passed and "replay_distance" in report.reasons
+    error = report.segment(2).metrics.normalized_error  # type: ignore[union-attr]
+    assert error is not None and error > 0.05
+
+
+def test_a_wrong_step_counter_is_rejected(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Counters are no distance: one AdamW ``step`` off by one fails the replay into it."""
+    from pol_chain.proof.serialization import load_checkpoint_bytes, serialize_state
+
+    proof = tmp_path / "adamw"
+    shutil.copytree(runs["adamw-two-groups"], proof)
+    path = proof / "checkpoints" / "000002.safetensors"
+    tensors, meta = load_checkpoint_bytes(path.read_bytes(), "checkpoint 2")
+    key = next(k for k in sorted(tensors) if k.endswith(".step"))
+    tensors[key] = tensors[key] + 1
+    path.write_bytes(serialize_state(tensors, meta))
+    recommit_manifest(proof)
+    report = _verify(proof)
+    assert not report.passed and 2 in report.failed_segments()
+    assert "replay_distance" in report.reasons
