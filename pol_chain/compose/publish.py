@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pol_chain.commitment import accumulator
+from pol_chain.commitment import ZERO32, accumulator
 from pol_chain.errors import PolchainError
 from pol_chain.format import (
     MANIFEST_FILE,
@@ -100,6 +100,14 @@ class Publisher:
         self.client = client
         self.binding = binding or RunBinding.read(proof_dir)
         self._cids: dict[str, str] = self._load_cids()
+        self._cids_saved = dict(self._cids)
+        # a sync at checkpoint n looked at all n entries again: walking each stored DAG
+        # (a block a 256 KiB of a checkpoint) and folding every leaf, so a long run's
+        # publisher slowed down as it grew. What this process stored or found complete
+        # is not walked again (a new process checks again); the chain's accumulator is
+        # folded on from the last prefix that matched it.
+        self._present: set[str] = set()
+        self._folded: tuple[list[bytes], bytes] = ([], ZERO32)
         self._lock = threading.Lock()
         self._run_checked = False
 
@@ -114,14 +122,18 @@ class Publisher:
             return {}
 
     def _save_cids(self) -> None:
+        if self._cids == self._cids_saved:
+            return
         tmp = self.proof_dir / (CID_CACHE + ".tmp")
         tmp.write_text(json.dumps(self._cids, indent=1, sort_keys=True))
         os.replace(tmp, self.proof_dir / CID_CACHE)
+        self._cids_saved = dict(self._cids)
 
     def _put(self, ref: ArtefactRef) -> str:
         key = to_hex(ref.sha256)
         cid = self._cids.get(key)
-        if cid is not None and self.store.has(cid):
+        if cid is not None and (cid in self._present or self.store.has(cid)):
+            self._present.add(cid)
             return cid
         path = self.proof_dir / ref.file
         if not path.resolve().is_relative_to(self.proof_dir.resolve()):
@@ -138,7 +150,17 @@ class Publisher:
             )
         cid = self.store.put_file(path, name=f"{self.binding.run_id[:10]}/{ref.file}")
         self._cids[key] = cid
+        self._present.add(cid)
         return cid
+
+    def _accumulator(self, leaves: list[bytes]) -> bytes:
+        """The fold of ``leaves``, continued from the last fold whose leaves they extend."""
+        prefix, acc = self._folded
+        if leaves[: len(prefix)] != prefix:
+            prefix, acc = [], ZERO32
+        acc = accumulator(leaves[len(prefix) :], start=acc)
+        self._folded = (list(leaves), acc)
+        return acc
 
     def _manifest(self) -> Manifest:
         path = self.proof_dir / MANIFEST_FILE
@@ -211,7 +233,7 @@ class Publisher:
                 f"the chain holds {committed} checkpoints of run {self.binding.run_id}, "
                 f"the proof directory only {len(leaves)}"
             )
-        if accumulator(leaves[:committed]) != self.client.accumulator_of(run_id):
+        if self._accumulator(leaves[:committed]) != self.client.accumulator_of(run_id):
             raise ProofDiverged(
                 f"the leaves in {self.proof_dir} do not match the accumulator on chain "
                 f"for run {self.binding.run_id}"

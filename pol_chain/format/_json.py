@@ -45,6 +45,7 @@ MAX_DEPTH = 32
 
 UINT63_MAX = (1 << 63) - 1
 _TOKENS = re.compile(rb'[\[\]{}"\\]')
+_DIGEST = re.compile(r"0[xX][0-9a-fA-F]{64}")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -316,9 +317,7 @@ class JsonObject:
 def parse_digest(text: str, fail: Any = None) -> bytes:
     """Parse ``0x`` + 64 hex digits; ``fail(detail)`` builds the error (a ValueError by
     default)."""
-    body = text[2:] if text.startswith(("0x", "0X")) else None
-    ok = body is not None and len(body) == 64 and all(c in "0123456789abcdefABCDEF" for c in body)
-    if not ok:
+    if _DIGEST.fullmatch(text) is None:  # bytes.fromhex alone would take spaces
         detail = f"must be 0x + 64 hex digits, got {text[:80]!r}"
         raise (fail(detail) if fail is not None else ValueError(detail))
-    return bytes.fromhex(body)  # type: ignore[arg-type]
+    return bytes.fromhex(text[2:])

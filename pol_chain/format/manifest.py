@@ -27,12 +27,14 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from pol_chain.format._json import (
     CanonicalRecord,
     JsonDict,
     JsonObject,
+    canonical_json,
     parse_json,
     to_hex,
 )
@@ -114,6 +116,9 @@ class ArtefactRef:
         return cls(file, obj.digest("sha256"), obj.opt_str("cid", MAX_CID))
 
 
+_ENTRIES_OPEN = b'{"entries":['
+
+
 @dataclass(frozen=True)
 class ManifestEntry:
     """Checkpoint ``index`` (after step ``step``), the segment that led to it, its leaf."""
@@ -133,6 +138,11 @@ class ManifestEntry:
             "segment": None if self.segment is None else self.segment.to_json(),
             "step": self.step,
         }
+
+    @cached_property
+    def canonical(self) -> bytes:
+        """The canonical bytes of :meth:`to_json`, encoded once (an entry is immutable)."""
+        return canonical_json(self.to_json())
 
     @property
     def segment_sha256(self) -> bytes:
@@ -236,8 +246,11 @@ class Manifest(CanonicalRecord):
     # -- bytes ---------------------------------------------------------------------------
     def to_json(self) -> JsonDict:
         """The JSON form."""
+        return {"entries": [e.to_json() for e in self.entries], **self.to_json_without_entries()}
+
+    def to_json_without_entries(self) -> JsonDict:
+        """The JSON form's every field but ``entries``."""
         out: JsonDict = {
-            "entries": [e.to_json() for e in self.entries],
             "final": None if self.final is None else self.final.to_json(),
             "format": MANIFEST_FORMAT,
             "k": self.k,
@@ -248,6 +261,16 @@ class Manifest(CanonicalRecord):
         if self.spec_cid is not None:
             out["spec_cid"] = self.spec_cid
         return out
+
+    def to_bytes(self) -> bytes:
+        """The canonical bytes of :meth:`to_json`, built from each entry's cached bytes:
+        the recorder rewrites the manifest at every checkpoint, and encoding every entry
+        again made that O(n) of Python work each time (27 ms at 5,000 checkpoints)."""
+        rest = canonical_json({**self.to_json_without_entries(), "entries": []})
+        # "entries" sorts first among the keys, so the list opens the object
+        assert rest.startswith(_ENTRIES_OPEN)
+        body = b",".join(e.canonical for e in self.entries)
+        return _ENTRIES_OPEN + body + rest[len(_ENTRIES_OPEN) :]
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:

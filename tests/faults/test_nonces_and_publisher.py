@@ -28,3 +28,35 @@ def test_live_publisher_retries_until_the_chain_is_back() -> None:
     assert outcome.facts["close_raised"] == "RpcUnreachable"  # no last sync: close() says so
     assert outcome.facts["finalize_idempotent"]
     assert outcome.survived and not outcome.data_lost
+
+
+@pytest.mark.fault("wrong_verdict")
+def test_a_growing_proof_is_published_without_walking_what_was_stored_again() -> None:
+    """Each sync of a live run used to walk every stored artefact's DAG again and fold
+    every leaf (a run's publisher slowed as it grew); it now walks none it stored itself,
+    and a changed earlier leaf is still refused."""
+    import json
+
+    from pol_chain.compose.publish import ProofDiverged, Publisher
+    from pol_chain.format import Manifest, canonical_json
+
+    with fc.chain() as node:
+        out = node.data / "proof"
+        binding, client, store = fc.bound_proof(node, out)
+        path = out / "manifest.json"
+        full = path.read_bytes()
+        entries = len(Manifest.from_bytes(full).entries)
+        path.write_bytes(Manifest.from_bytes(full).truncated(3, keep_final=False).to_bytes())
+        walked: list[str] = []
+        has = store.has
+        store.has = lambda cid: walked.append(cid) or has(cid)  # counts, then asks the store
+        publisher = Publisher(out, store, client, binding)
+        assert publisher.sync().committed_after == 3
+        path.write_bytes(full)  # three checkpoints later
+        assert publisher.sync().committed_after == entries
+        assert walked == []
+        man = json.loads(full)
+        man["entries"][1]["leaf"] = "0x" + "ee" * 32
+        path.write_bytes(canonical_json(man))
+        with pytest.raises(ProofDiverged, match="accumulator"):
+            publisher.sync()

@@ -147,6 +147,21 @@ def test_published_manifest_round_trip(golden: Golden) -> None:
     golden("manifest-published.json", published.to_bytes())
 
 
+def test_manifest_bytes_are_its_canonical_json_in_every_form() -> None:
+    """The manifest's bytes are spliced from each entry's cached encoding: the same bytes
+    as encoding the whole, whether empty, growing, finalized or published (whose entries
+    are new objects: no stale cache)."""
+    empty = Manifest.new(D[3], D[4], 10, 88)
+    local = _manifest()
+    growing = Manifest.new(D[3], D[4], 10, 88).with_entry(local.entries[0])
+    for entry in local.entries:
+        assert entry.canonical == canonical_json(entry.to_json())  # cached before published
+    published = local.published({d: f"bafk{i}" for i, d in enumerate(D)}, "bafyspec")
+    for man in (empty, growing, local, local.truncated(1, keep_final=False), published):
+        assert man.to_bytes() == canonical_json(man.to_json())
+        assert Manifest.from_bytes(man.to_bytes()) == man
+
+
 def test_checkpoint_meta_round_trip(golden: Golden) -> None:
     meta = CheckpointMeta(step=20, scheduler_position=20, lr=(0.05, None))
     obj = JsonObject(json.loads(canonical_json(meta.to_json())), "checkpoint")
