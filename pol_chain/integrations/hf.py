@@ -123,6 +123,20 @@ def _state(model: Any, optimizer: Any, scheduler: Any) -> TrainState:
     )
 
 
+def _restore_buffers(
+    model: Any, buffers: list[torch.Tensor], at_step_start: list[torch.Tensor], recorder: Recorder
+) -> None:
+    """Put back the buffers a cut step's forward passes changed; if the model replaced
+    one, the state after the last step is lost: discard back to the last checkpoint."""
+    if not buffers:
+        return
+    now = list(model.buffers())
+    if len(now) != len(buffers) or any(a is not b for a, b in zip(now, buffers, strict=False)):
+        recorder.discard_pending()  # the state after the last step is lost: use a checkpoint
+        return
+    torch._foreach_copy_(buffers, at_step_start)
+
+
 _CLASSES: tuple[type, type, type] | None = None
 
 
@@ -146,12 +160,23 @@ def _classes() -> tuple[type, type, type]:
                 batch_sampler = recorder.batch_sampler() if batch_sampler is None else batch_sampler
                 total_steps = recorder.spec.total_steps if total_steps is None else total_steps
                 callbacks = list(kwargs.pop("callbacks", None) or [])
-                kwargs["callbacks"] = [*callbacks, PolchainTrainerCallback(recorder, task)]
+                # first: a user's on_step_end that raises must not skip the recording
+                kwargs["callbacks"] = [PolchainTrainerCallback(recorder, task), *callbacks]
             if batch_sampler is None or total_steps is None:
                 raise IntegrationError("PolchainTrainer needs a recorder (or a batch sampler)")
             super().__init__(*args, **kwargs)
             self.polchain_batch_sampler = batch_sampler
             self.polchain_total_steps = int(total_steps)
+
+        def train(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().train(*args, **kwargs)
+            except BaseException:
+                # no callback hook sees an error: leave the recorder at a recorded state
+                for callback in self.callback_handler.callbacks:
+                    if isinstance(callback, Recording):
+                        callback.after_error()
+                raise
 
         def get_train_dataloader(self) -> Any:
             return torch.utils.data.DataLoader(
@@ -170,9 +195,22 @@ def _classes() -> tuple[type, type, type]:
         def __init__(self, recorder: Recorder, task: TaskBundle | None) -> None:
             self.recorder = recorder
             self.task = task
+            self._phase = ""  # "forward" inside a step, "stepped" once the optimizer moved
+            self._started = False
+            self._model: Any = None
+            self._buffers: list[torch.Tensor] = []  # the model's, with accumulation
+            self._at_step_start: list[torch.Tensor] = []
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             rec = self.recorder
+            if self._started or rec.step != 0:
+                raise IntegrationError(
+                    f"this recorder is at step {rec.step}: a new train() starts the LR "
+                    "schedule and the optimizer afresh, so its steps would not be the run's",
+                    hint="record a run with one train(); to end a stopped one, "
+                    "close(final=True) finalizes on its last checkpoint",
+                )
+            self._started = True
             if self.task is not None:
                 settings, total = _settings(self.task)
                 check_settings("Hugging Face", settings, {k: getattr(args, k) for k in settings})
@@ -185,17 +223,48 @@ def _classes() -> tuple[type, type, type]:
                     f"gradient_accumulation_steps={args.gradient_accumulation_steps}, the "
                     f"run's spec says {rec.spec.accumulation} micro-batches per step"
                 )
+            if state.max_steps > rec.spec.total_steps:
+                raise IntegrationError(
+                    f"the trainer would take {state.max_steps} steps, the run has "
+                    f"{rec.spec.total_steps}",
+                    hint="pass max_steps (at most spec.total_steps) to the TrainingArguments",
+                )
             if args.fp16:
                 raise IntegrationError("fp16 with a gradient scaler is not recorded: use bf16")
-            live = _state(kw["model"], kw["optimizer"], kw.get("lr_scheduler"))
+            model = kw["model"]
+            live = _state(model, kw["optimizer"], kw.get("lr_scheduler"))
             rec.state.optimizers[:] = live.optimizers
             rec.state.schedulers[:] = live.schedulers
+            self._model = model
+            if rec.spec.accumulation > 1:  # a stop between micro-batches must undo a forward
+                self._buffers = list(model.buffers())
+                self._at_step_start = [b.detach().clone() for b in self._buffers]
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self._buffers:
+                torch._foreach_copy_(self._at_step_start, self._buffers)
             seed_global_rng(self.recorder.step_seed("dropout"))
+            self._phase = "forward"
+
+        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self._phase = "stepped"
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.recorder.on_step_end()  # the run's own micro-batches and seeds
+            self._phase = ""
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.after_error()  # a stop between micro-batches (should_training_stop)
+
+        def after_error(self) -> None:
+            """Leave the live state at the last recorded step: undo a cut step's forward
+            passes (BatchNorm statistics), or, once its optimizer step ran, discard the
+            steps since the last checkpoint (close(final=True) finalizes there)."""
+            if self._phase == "forward":
+                _restore_buffers(self._model, self._buffers, self._at_step_start, self.recorder)
+            elif self._phase == "stepped":
+                self.recorder.discard_pending()
+            self._phase = ""
 
     class Replaying(tf.TrainerCallback):  # type: ignore[misc, name-defined]
         """Replays several segments in one ``train()`` (see :class:`SegmentPlan`)."""

@@ -135,7 +135,8 @@ class Recorder:
     loads the last complete checkpoint of an existing proof directory into that state
     and continues from its step; files left behind by a crash after that checkpoint are
     ignored and overwritten. A run may stop early: :meth:`close` with ``final=True``
-    finalizes on the last step recorded.
+    finalizes on the last step recorded. A ``state`` without optimizers resumes only to
+    finalize (the checkpoint's optimizer state has nowhere to go): no step is recorded.
     """
 
     def __init__(
@@ -168,6 +169,8 @@ class Recorder:
         self._total_steps = spec.total_steps
         self.listeners = list(listeners)
         self.step = 0
+        self._checkpointed = 0  # the step of the last checkpoint queued
+        self._finalize_only = ""  # why no more steps can be recorded, if so
         self._seed_block: dict[int, dict[str, int]] = {}
         self._segment: list[SegmentStep | int] = []
         self._run_order = self.sampler()  # the writer thread's own: samplers cache an epoch
@@ -238,6 +241,11 @@ class Recorder:
         step's own). Without ``indices`` the step consumed the run's own micro-batches
         for it (:meth:`batch_sampler`) with its own seeds."""
         self._raise_errors()
+        if self._finalize_only:
+            raise RecorderError(
+                f"nothing more can be recorded: {self._finalize_only}",
+                hint="close(final=True) finalizes on the last checkpoint",
+            )
         if self.step >= self._total_steps:
             raise RecorderError(
                 f"the run's spec plans {self._total_steps} steps; step {self.step} is past it",
@@ -254,6 +262,17 @@ class Recorder:
         self.step += 1
         if self.step % self.k == 0:
             self._enqueue(final=False)
+
+    def discard_pending(self) -> int:
+        """Forget the steps recorded since the last checkpoint, because the live state is
+        no longer the state after them (training failed inside a step, after the
+        optimizer moved). A later ``close(final=True)`` finalizes on the last checkpoint
+        (its model file is written from that checkpoint); nothing more can be recorded.
+        Returns that checkpoint's step."""
+        self._segment = []
+        self.step = self._checkpointed
+        self._finalize_only = "the steps after the last checkpoint were discarded"
+        return self.step
 
     def close(self, final: bool = True) -> None:
         """Checkpoint any pending steps, write the final model (``final``), and join.
@@ -302,6 +321,7 @@ class Recorder:
         job = _Job(self._index, self.step, tensors, meta, segment, final)
         if force:
             self._index += 1
+            self._checkpointed = self.step
         self._segment = []
         while True:
             try:
@@ -399,5 +419,11 @@ class Recorder:
         if sha256(data) != last.checkpoint.sha256:
             raise ResumeError(f"checkpoint {last.index} does not match its manifest digest")
         tensors, meta = load_checkpoint_bytes(data, f"checkpoint {last.index}")
+        if not self.state.optimizers and any(not k.startswith("model.") for k in tensors):
+            # no optimizer to resume into (a Hugging Face Trainer builds it in train()):
+            # the model is restored, and the proof can only be finalized on this checkpoint
+            tensors = {k: v for k, v in tensors.items() if k.startswith("model.")}
+            self._finalize_only = "it resumed into a state without an optimizer"
         self.step = self.state.restore(tensors, meta, "resume")
+        self._checkpointed = self.step
         self._index = last.index + 1

@@ -1,0 +1,133 @@
+"""Hugging Face ``Trainer`` runs that do not end as planned, recorded by the callback and
+closed with ``rec.close(final=True)``: each finalizes a proof that replays bitwise (a stop
+or an error between a step's micro-batches with BatchNorm, an error after an optimizer
+step, a user callback that fails), and what cannot be recorded is refused before it
+trains (more steps than the run, a second ``train()``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pol_chain.format import SPEC_FILE, RunBinding, TaskSpec
+
+from .conftest import RUN_ID
+from .test_frameworks import _bitwise, _verify
+
+PROJECT = Path(__file__).resolve().parent / "hf_project"
+ENTRY = "hf_batchnorm:build"
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(autouse=True)
+def _project() -> Iterator[None]:
+    sys.path.insert(0, str(PROJECT))
+    yield
+    sys.path.remove(str(PROJECT))
+
+
+def _start(proof: Path) -> tuple[RunBinding, Any, Any]:
+    from pol_chain.format import BUNDLE_FILE
+    from pol_chain.proof import Recorder, build_bundle, make_spec
+    from pol_chain.proof.engine import TrainState
+    from pol_chain.proof.spec import bundle_bytes
+
+    spec = make_spec(ENTRY, {}, project=PROJECT)
+    proof.mkdir(parents=True, exist_ok=True)
+    if not (proof / SPEC_FILE).exists():
+        (proof / SPEC_FILE).write_bytes(spec.to_bytes())
+        (proof / BUNDLE_FILE).write_bytes(bundle_bytes(ENTRY, PROJECT))
+        RunBinding.offline(RUN_ID, spec.digest).write(proof)
+    binding = RunBinding.read(proof)
+    spec = TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes())
+    bundle = build_bundle(spec, binding.run_seed)
+    resume = (proof / "manifest.json").exists()
+    rec = Recorder(
+        proof, spec, RUN_ID, binding.run_seed, state=TrainState.of(bundle), resume=resume
+    )
+    return binding, bundle, rec
+
+
+ENDINGS = {  # ending → (optimizer steps taken, steps in the finalized proof); k = 4
+    "stop_between_micro_batches": (5, 5),
+    "error_between_micro_batches": (5, 5),
+    # step 6's optimizer moved, its scheduler did not: back to the checkpoint at step 4
+    "error_after_an_optimizer_step": (5, 4),
+    "user_callback_fails_in_on_step_end": (6, 6),
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_a_run_that_ends_early_finalizes_a_proof_that_replays(ending: str, tmp_path: Path) -> None:
+    import transformers
+
+    from pol_chain.integrations.hf import polchain_trainer
+
+    proof = tmp_path / "proof"
+    binding, bundle, rec = _start(proof)
+    assert rec.spec.accumulation == 2 and rec.spec.k == 4
+
+    class Ending(transformers.TrainerCallback):  # type: ignore[misc]
+        def on_substep_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step == 5:  # after step 6's first micro-batch
+                if ending == "stop_between_micro_batches":
+                    control.should_training_stop = True
+                elif ending == "error_between_micro_batches":
+                    raise RuntimeError("out of memory (simulated)")
+
+        def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if ending == "error_after_an_optimizer_step" and state.global_step == 5:
+                raise RuntimeError("a user callback fails before the scheduler steps")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if ending == "user_callback_fails_in_on_step_end" and state.global_step == 6:
+                raise RuntimeError("a user callback fails")
+
+    trainer = polchain_trainer(bundle, rec, str(tmp_path / "out"))
+    trainer.add_callback(Ending())
+    try:
+        trainer.train()
+    except RuntimeError:
+        assert not ending.startswith("stop")
+    rec.close(final=True)
+    taken, recorded = ENDINGS[ending]
+    assert trainer.state.global_step == taken
+    manifest = json.loads((proof / "manifest.json").read_bytes())
+    assert manifest["final"]["step"] == rec.step == recorded
+    _bitwise(_verify(proof, binding))
+
+
+def test_what_cannot_be_recorded_is_refused_before_it_trains(tmp_path: Path) -> None:
+    """More steps than the run (before: recorded up to the plan, then refuted), a second
+    ``train()`` or a new trainer on a started recorder (before: accepted or refuted, the
+    LR schedule restarted); a resumed recorder finalizes on its last checkpoint."""
+    from pol_chain.integrations import IntegrationError
+    from pol_chain.integrations.hf import polchain_trainer
+
+    proof = tmp_path / "proof"
+    binding, bundle, rec = _start(proof)
+    total = rec.spec.total_steps
+    with pytest.raises(
+        IntegrationError, match=f"would take {total + 3} steps, the run has {total}"
+    ):
+        polchain_trainer(bundle, rec, str(tmp_path / "out"), max_steps=total + 3).train()
+    assert rec.step == 0
+    trainer = polchain_trainer(bundle, rec, str(tmp_path / "out"), max_steps=6)
+    trainer.train()
+    for again in (trainer, polchain_trainer(bundle, rec, str(tmp_path / "out"))):
+        with pytest.raises(IntegrationError, match="recorder is at step 6"):
+            again.train()
+    rec.close(final=False)  # checkpoints steps 5-6, unfinalized
+    binding, bundle, rec = _start(proof)  # resumed: the Trainer has no optimizer yet
+    assert rec.step == 6
+    with pytest.raises(IntegrationError, match="recorder is at step 6"):
+        polchain_trainer(bundle, rec, str(tmp_path / "out")).train()
+    rec.close(final=True)
+    assert json.loads((proof / "manifest.json").read_bytes())["final"]["step"] == 6
+    _bitwise(_verify(proof, binding))
