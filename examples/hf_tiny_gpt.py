@@ -13,7 +13,8 @@ text is Python's own ``json/decoder.py`` source, which ships with every Python: 
 level tokens, blocks of ``block`` tokens. AdamW with warm-up and linear decay, the
 default ``max_grad_norm=1.0`` clipping, 2-way gradient accumulation, dict batches and
 GPT-2's dropout: the verifier replays them through the same ``Trainer``.
-``--stop-after N`` stops early and finalizes there.
+``--stop-after N`` stops early and finalizes there. A run that was killed resumes from
+its last checkpoint when the same command is run again (``Recorder(..., resume=True)``).
 """
 
 from __future__ import annotations
@@ -104,12 +105,16 @@ def main(proof: Path, workers: int = 0, stop_after: int | None = None) -> int:
     binding = RunBinding.read(proof)
     spec = TaskSpec.from_bytes((proof / "spec.json").read_bytes())
     bundle = build_bundle(spec, binding.run_seed)  # W0 from the run seed
-    rec = Recorder(proof, spec, binding.run_id_bytes, binding.run_seed, state=TrainState.of(bundle))
+    # resume=True: after a crash, the same command continues from the last checkpoint
+    state = TrainState.of(bundle)
+    rec = Recorder(proof, spec, binding.run_id_bytes, binding.run_seed, state=state, resume=True)
     steps = spec.total_steps if stop_after is None else min(spec.total_steps, stop_after)
-    trainer = polchain_trainer(
-        bundle, rec, str(proof / "hf-out"), max_steps=steps, dataloader_num_workers=workers
-    )
-    trainer.train()
+    if rec.step < steps:  # max_steps counts from the step it resumed at
+        out = str(proof / "hf-out")
+        trainer = polchain_trainer(
+            bundle, rec, out, max_steps=steps - rec.step, dataloader_num_workers=workers
+        )
+        trainer.train()
     rec.close(final=True)  # a run may finalize before its planned last step
     print(f"recorded {rec.step} steps into {proof}")
     return rec.step

@@ -12,7 +12,8 @@ scikit-learn's digits, AdamW with two parameter groups and a step-wise warm-up, 
 clipping, 2-way gradient accumulation and ``precision="bf16-mixed"`` on CPU. The
 verifier replays the module's own ``training_step`` through a ``Trainer`` built from
 the same settings. ``--stop-after N`` stops early (Lightning's ``max_steps``) and
-finalizes there.
+finalizes there. A run that was killed resumes from its last checkpoint when the same
+command is run again (``Recorder(..., resume=True)``).
 """
 
 from __future__ import annotations
@@ -127,11 +128,16 @@ def main(proof: Path, workers: int = 0, stop_after: int | None = None) -> int:
     binding = RunBinding.read(proof)
     spec = TaskSpec.from_bytes((proof / "spec.json").read_bytes())
     bundle = build_bundle(spec, binding.run_seed)  # W0 from the run seed
-    rec = Recorder(proof, spec, binding.run_id_bytes, binding.run_seed, state=TrainState.of(bundle))
+    # resume=True: after a crash, the same command continues from the last checkpoint
+    state = TrainState.of(bundle)
+    rec = Recorder(proof, spec, binding.run_id_bytes, binding.run_seed, state=state, resume=True)
     steps = spec.total_steps if stop_after is None else min(spec.total_steps, stop_after)
+    if rec.step >= steps:  # resumed at or past the stop: nothing left to train
+        rec.close(final=True)
+        return rec.step
     trainer = pl.Trainer(
         **trainer_settings(bundle),
-        max_steps=steps,
+        max_steps=steps - rec.step,  # a fresh Trainer counts from 0, the run from rec.step
         max_epochs=1,  # the run's batch sampler spans all of its epochs
         accelerator="cpu",
         devices=1,

@@ -203,12 +203,12 @@ def _classes() -> tuple[type, type, type]:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             rec = self.recorder
-            if self._started or rec.step != 0:
+            if self._started or (rec.step != 0 and not rec.resuming):
                 raise IntegrationError(
                     f"this recorder is at step {rec.step}: a new train() starts the LR "
                     "schedule and the optimizer afresh, so its steps would not be the run's",
-                    hint="record a run with one train(); to end a stopped one, "
-                    "close(final=True) finalizes on its last checkpoint",
+                    hint="record a run with one train() a process; after a crash, reopen "
+                    "the proof with Recorder(..., resume=True) and train again",
                 )
             self._started = True
             if self.task is not None:
@@ -223,18 +223,18 @@ def _classes() -> tuple[type, type, type]:
                     f"gradient_accumulation_steps={args.gradient_accumulation_steps}, the "
                     f"run's spec says {rec.spec.accumulation} micro-batches per step"
                 )
-            if state.max_steps > rec.spec.total_steps:
+            left = rec.spec.total_steps - rec.step
+            if state.max_steps > left:
+                where = f" left after step {rec.step}" if rec.step else ""
                 raise IntegrationError(
-                    f"the trainer would take {state.max_steps} steps, the run has "
-                    f"{rec.spec.total_steps}",
-                    hint="pass max_steps (at most spec.total_steps) to the TrainingArguments",
+                    f"the trainer would take {state.max_steps} steps, the run has {left}{where}",
+                    hint="pass max_steps (at most the steps left) to the TrainingArguments",
                 )
             if args.fp16:
                 raise IntegrationError("fp16 with a gradient scaler is not recorded: use bf16")
             model = kw["model"]
             live = _state(model, kw["optimizer"], kw.get("lr_scheduler"))
-            rec.state.optimizers[:] = live.optimizers
-            rec.state.schedulers[:] = live.schedulers
+            rec.attach(live.optimizers, live.schedulers)  # a resume restores them here
             self._model = model
             if rec.spec.accumulation > 1:  # a stop between micro-batches must undo a forward
                 self._buffers = list(model.buffers())
@@ -307,8 +307,9 @@ def polchain_trainer(
 ) -> Any:
     """A :class:`PolchainTrainer` for the task's model and data with the task's
     ``TrainingArguments`` (``arguments`` add others, e.g. ``max_steps`` for an early stop,
-    ``dataloader_num_workers``), recording into ``recorder``."""
-    arguments.setdefault("max_steps", recorder.spec.total_steps)
+    ``dataloader_num_workers``), recording into ``recorder``; a resumed recorder
+    continues the run from its last checkpoint (``max_steps`` counts from there)."""
+    arguments.setdefault("max_steps", recorder.spec.total_steps - recorder.step)
     return _classes()[0](
         model=bundle.model,
         args=training_arguments(bundle, output_dir, **arguments),

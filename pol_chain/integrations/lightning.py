@@ -184,10 +184,15 @@ def _make_callback_classes() -> tuple[type, type]:
                     hint=f"use a multiple of {self.accumulation} (or max_steps to stop early)",
                 )
             state = _trainer_state(trainer, pl_module)
-            live = self.recorder.state
-            live.optimizers[:] = state.optimizers
-            live.schedulers[:] = state.schedulers
-            live.scaler = state.scaler
+            rec = self.recorder
+            if rec.step != 0 and not rec.resuming:
+                raise IntegrationError(
+                    f"this recorder is at step {rec.step}: a new fit() builds the optimizers "
+                    "and schedulers afresh, so its steps would not be the run's",
+                    hint="record a run with one fit() a process; after a crash, reopen the "
+                    "proof with Recorder(..., resume=True) and fit again",
+                )
+            rec.attach(state.optimizers, state.schedulers, state.scaler)  # a resume restores
             self._first = (trainer.global_step, self.recorder.step)
             if self.accumulation > 1:  # a stop between micro-batches must undo a forward
                 self._buffers = list(pl_module.buffers())

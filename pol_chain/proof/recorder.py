@@ -135,8 +135,10 @@ class Recorder:
     loads the last complete checkpoint of an existing proof directory into that state
     and continues from its step; files left behind by a crash after that checkpoint are
     ignored and overwritten. A run may stop early: :meth:`close` with ``final=True``
-    finalizes on the last step recorded. A ``state`` without optimizers resumes only to
-    finalize (the checkpoint's optimizer state has nowhere to go): no step is recorded.
+    finalizes on the last step recorded. A ``state`` without optimizers (a framework
+    builds them when training starts) resumes the model; the checkpoint's optimizer,
+    scheduler and scaler state waits for :meth:`attach`, and until then the proof can
+    only be finalized.
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class Recorder:
         self.step = 0
         self._checkpointed = 0  # the step of the last checkpoint queued
         self._finalize_only = ""  # why no more steps can be recorded, if so
+        self._awaiting: tuple[dict[str, torch.Tensor], CheckpointMeta] | None = None
         self._seed_block: dict[int, dict[str, int]] = {}
         self._segment: list[SegmentStep | int] = []
         self._run_order = self.sampler()  # the writer thread's own: samplers cache an epoch
@@ -263,6 +266,41 @@ class Recorder:
         if self.step % self.k == 0:
             self._enqueue(final=False)
 
+    @property
+    def resuming(self) -> bool:
+        """True while a recorder resumed into a state without optimizers waits for
+        :meth:`attach` to restore its last checkpoint's full state."""
+        return self._awaiting is not None
+
+    def attach(
+        self,
+        optimizers: Sequence[torch.optim.Optimizer],
+        schedulers: Sequence[Any] = (),
+        scaler: Any = None,
+    ) -> None:
+        """Record the optimizers, schedulers and scaler a framework built when training
+        started (Lightning's ``configure_optimizers``, a ``Trainer``'s
+        ``create_optimizer``): every later checkpoint captures them. After a resume
+        (:attr:`resuming`) the last checkpoint's state is loaded into them and recording
+        continues from its step. Attaching mid-run is refused: the parts would not hold
+        the state of the steps recorded so far."""
+        self._raise_errors()
+        if self.step != 0 and self._awaiting is None:
+            raise RecorderError(
+                f"this recorder is at step {self.step}: new optimizers would not hold the "
+                "state of its steps",
+                hint="attach the optimizers once, when training starts",
+            )
+        state = self.state
+        state.optimizers[:] = list(optimizers)
+        state.schedulers[:] = list(schedulers)
+        state.scaler = scaler
+        if self._awaiting is not None:
+            tensors, meta = self._awaiting
+            self.state.restore(tensors, meta, "resume")
+            self._awaiting = None
+            self._finalize_only = ""
+
     def discard_pending(self) -> int:
         """Forget the steps recorded since the last checkpoint, because the live state is
         no longer the state after them (training failed inside a step, after the
@@ -277,6 +315,11 @@ class Recorder:
     def close(self, final: bool = True) -> None:
         """Checkpoint any pending steps, write the final model (``final``), and join.
 
+        ``close(final=False)`` is a pause: it checkpoints only where the run's checkpoint
+        grid has one (every ``k`` steps, and the last step), because a proof continues
+        only from such a checkpoint. Steps since the last one are not written; a resume
+        starts from that checkpoint and takes them again (bitwise the same steps).
+
         A run that recorded no step cannot be finalized (there is no learning to prove):
         ``close(final=True)`` then closes without a final model and raises
         :class:`RecorderError`."""
@@ -284,8 +327,9 @@ class Recorder:
             return
         self._closed = True
         untrained = final and self.step == 0
+        on_grid = self.step >= self._total_steps  # (a multiple of k is checkpointed already)
         try:
-            if self._segment or (final and not untrained):
+            if (self._segment and (final or on_grid)) or (final and not untrained):
                 self._enqueue(final=final, force=bool(self._segment))
         finally:
             self._queue.put(None)
@@ -419,11 +463,14 @@ class Recorder:
         if sha256(data) != last.checkpoint.sha256:
             raise ResumeError(f"checkpoint {last.index} does not match its manifest digest")
         tensors, meta = load_checkpoint_bytes(data, f"checkpoint {last.index}")
-        if not self.state.optimizers and any(not k.startswith("model.") for k in tensors):
-            # no optimizer to resume into (a Hugging Face Trainer builds it in train()):
-            # the model is restored, and the proof can only be finalized on this checkpoint
+        if not self.state.optimizers:
+            # no optimizer to resume into yet (a framework builds it when training
+            # starts): the model now, the rest when attach() hands over the optimizers
+            self._awaiting = (tensors, meta)
+            self._finalize_only = (
+                "it resumed into a state without an optimizer (attach the trainer's first)"
+            )
             tensors = {k: v for k, v in tensors.items() if k.startswith("model.")}
-            self._finalize_only = "it resumed into a state without an optimizer"
         self.step = self.state.restore(tensors, meta, "resume")
         self._checkpointed = self.step
         self._index = last.index + 1

@@ -106,7 +106,8 @@ def test_a_run_that_ends_early_finalizes_a_proof_that_replays(ending: str, tmp_p
 def test_what_cannot_be_recorded_is_refused_before_it_trains(tmp_path: Path) -> None:
     """More steps than the run (before: recorded up to the plan, then refuted), a second
     ``train()`` or a new trainer on a started recorder (before: accepted or refuted, the
-    LR schedule restarted); a resumed recorder finalizes on its last checkpoint."""
+    LR schedule restarted); a resumed recorder continues in a new trainer, at most for the
+    steps left."""
     from pol_chain.integrations import IntegrationError
     from pol_chain.integrations.hf import polchain_trainer
 
@@ -123,11 +124,17 @@ def test_what_cannot_be_recorded_is_refused_before_it_trains(tmp_path: Path) -> 
     for again in (trainer, polchain_trainer(bundle, rec, str(tmp_path / "out"))):
         with pytest.raises(IntegrationError, match="recorder is at step 6"):
             again.train()
-    rec.close(final=False)  # checkpoints steps 5-6, unfinalized
+    rec.close(final=False)  # a pause: steps 5-6 are not checkpointed (off the k = 4 grid)
     binding, bundle, rec = _start(proof)  # resumed: the Trainer has no optimizer yet
-    assert rec.step == 6
-    with pytest.raises(IntegrationError, match="recorder is at step 6"):
-        polchain_trainer(bundle, rec, str(tmp_path / "out")).train()
+    assert rec.step == 4 and rec.resuming
+    with pytest.raises(IntegrationError, match=f"has {total - 4} left after step 4"):
+        polchain_trainer(bundle, rec, str(tmp_path / "out"), max_steps=total).train()
+    assert rec.resuming  # refused before it attached anything
+    trainer = polchain_trainer(bundle, rec, str(tmp_path / "out"), max_steps=5)
+    trainer.train()
+    assert rec.step == 9 and not rec.resuming
+    with pytest.raises(IntegrationError, match="recorder is at step 9"):
+        trainer.train()
     rec.close(final=True)
-    assert json.loads((proof / "manifest.json").read_bytes())["final"]["step"] == 6
+    assert json.loads((proof / "manifest.json").read_bytes())["final"]["step"] == 9
     _bitwise(_verify(proof, binding))

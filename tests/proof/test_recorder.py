@@ -151,3 +151,37 @@ def test_existing_proof_needs_resume_and_matching_run(
             b.scheduler,
             resume=True,
         )
+
+
+def test_a_paused_run_resumes_into_optimizers_attached_later(
+    tmp_path: Path, spec: TaskSpec, honest_proof: Path
+) -> None:
+    """``close(final=False)`` off the k-step grid checkpoints nothing (a proof continues
+    only from a grid checkpoint); a recorder resumed into a model alone (as a framework
+    builds its optimizers when training starts) can record only after ``attach``, which
+    loads the checkpoint's optimizer and scheduler state: the run ends as the honest one."""
+    from pol_chain.proof import train
+    from pol_chain.proof.engine import TrainState, run_step, step_seeds
+
+    proof = tmp_path / "p"
+    train(spec, proof, RUN_ID, RUN_SEED, max_steps=spec.k + 5)  # a pause mid-segment
+    assert [e.step for e in DirectorySource(proof).manifest().entries] == [0, spec.k]
+
+    b = build_bundle(spec, RUN_SEED)
+    rec = Recorder(proof, spec, RUN_ID, RUN_SEED, state=TrainState(b.model), resume=True)
+    assert rec.step == spec.k and rec.resuming
+    with pytest.raises(RecorderError, match="without an optimizer"):
+        rec.on_step_end()
+    rec.attach([b.optimizer], [b.scheduler])  # type: ignore[list-item]
+    assert not rec.resuming and b.scheduler.last_epoch == spec.k  # type: ignore[union-attr]
+    sampler = rec.sampler()
+    for step in range(rec.step, spec.total_steps):
+        micro = sampler.micro_batches(step)
+        run_step(b, micro, step_seeds(RUN_SEED, step), step)
+        rec.on_step_end(micro)
+    with pytest.raises(RecorderError, match="at step"):
+        rec.attach([b.optimizer])  # mid-run: the new parts would not hold the run's state
+    rec.close(final=True)
+    assert (
+        DirectorySource(proof).manifest().leaves == DirectorySource(honest_proof).manifest().leaves
+    )
