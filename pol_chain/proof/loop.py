@@ -14,7 +14,7 @@ import torch
 from pol_chain.format import TaskSpec, to_hex
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.engine import TrainState, run_step, step_seeds
-from pol_chain.proof.errors import SpecError
+from pol_chain.proof.errors import ProofError, SpecError
 from pol_chain.proof.recorder import Listener, Recorder
 from pol_chain.proof.seeds import derive_seed
 from pol_chain.proof.serialization import digest_model, load_model_bytes
@@ -106,6 +106,15 @@ def train(
     """
     configure_determinism(deterministic, threads)
     bundle = build_bundle(spec, run_seed, device, parent_model, dataset)
+    if bundle.replayer is not None:  # before: an AssertionError from the default step
+        frameworks = ", ".join(sorted(bundle.framework)) or "its framework"
+        raise ProofError(
+            f"task {spec.entry} is trained by its framework's own loop ({frameworks}), "
+            "not by pol_chain's",
+            hint=f"run the task's training script on the registered proof directory "
+            f"{proof_dir} (docs/integrations.md); `polchain commit {proof_dir} --follow` "
+            "commits its checkpoints",
+        )
     start = time.perf_counter()
     rec = Recorder(
         proof_dir,

@@ -205,6 +205,23 @@ def test_hf_arguments_the_task_fixes_cannot_change(tmp_path: Path) -> None:
         training_arguments(bundle, str(tmp_path / "out"), learning_rate=0.1)
 
 
+@pytest.mark.parametrize("name", ["hf_tiny_gpt", "lightning_digits"])
+def test_pol_chains_own_loop_refuses_a_framework_task(name: str, tmp_path: Path) -> None:
+    """``polchain train`` (the ``train`` loop) on a task its framework trains says to run
+    the task's script, before it writes anything (before: a bare ``AssertionError``)."""
+    from pol_chain.format import TaskSpec
+    from pol_chain.proof import ProofError, train
+
+    example(name)
+    proof = tmp_path / "proof"
+    binding = register(proof, f"{name}:build")
+    spec = TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes())
+    with pytest.raises(ProofError, match="trained by its framework's own loop") as caught:
+        train(spec, proof, RUN_ID, binding.run_seed, max_steps=2)
+    assert "training script" in caught.value.hint
+    assert not (proof / "manifest.json").exists()
+
+
 def test_a_missing_extra_is_named(tmp_path: Path) -> None:
     """Without lightning installed the integration says which extra to install."""
     import subprocess
