@@ -109,6 +109,12 @@ def main(proof: Path, workers: int = 0, stop_after: int | None = None) -> int:
     state = TrainState.of(bundle)
     rec = Recorder(proof, spec, binding.run_id_bytes, binding.run_seed, state=state, resume=True)
     steps = spec.total_steps if stop_after is None else min(spec.total_steps, stop_after)
+    if rec.step > steps:  # a resumed proof already past the stop asked for
+        rec.close(final=False)
+        raise PolchainError(
+            f"the proof is at step {rec.step} already, past --stop-after {steps}",
+            hint=f"--stop-after {rec.step} finalizes it there",
+        )
     if rec.step < steps:  # max_steps counts from the step it resumed at
         out = str(proof / "hf-out")
         trainer = polchain_trainer(

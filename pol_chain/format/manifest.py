@@ -47,6 +47,7 @@ __all__ = [
     "DATA_DIR",
     "MODEL_FILE",
     "PARENT_FILE",
+    "RECORDER_LOCK_FILE",
     "SPEC_FILE",
     "ArtefactRef",
     "FinalModel",
@@ -64,6 +65,8 @@ PARENT_FILE = "parent.safetensors"
 DATA_DIR = "data"
 """The folder of a proof directory holding its committed dataset (index and shards)."""
 MODEL_FILE = "model.safetensors"
+RECORDER_LOCK_FILE = ".recorder.lock"
+"""Locked by the one recorder writing a proof directory (the lock goes with its process)."""
 MAX_ENTRIES = 1 << 22
 MAX_MANIFEST_BYTES = 1 << 30
 MAX_CID = 200

@@ -60,6 +60,58 @@ _QUIET: dict[str, Any] = {
 }
 
 
+# TrainingArguments that do not touch a training step (where the run writes, logs and
+# evaluates; how many steps it takes; loader workers): a trainer may set them as it
+# likes. Every other argument is the task's, because replay builds its Trainer from the
+# task's arguments alone.
+_FREE_ARGUMENTS = frozenset(
+    {
+        "output_dir",
+        "max_steps",
+        "num_train_epochs",  # max_steps decides
+        "seed",  # the step's RNG is seeded from the run seed before each step
+        "data_seed",  # the data order is the run's batch sampler
+        "dataloader_num_workers",
+        "dataloader_persistent_workers",
+        "dataloader_pin_memory",
+        "dataloader_prefetch_factor",
+        "dataloader_multiprocessing_context",
+        # the training DataLoader is PolchainTrainer's own: these do not reach it
+        "dataloader_drop_last",
+        "dataloader_in_order",
+        "remove_unused_columns",
+        "length_column_name",
+        "train_sampling_strategy",
+        "ignore_data_skip",
+        "resume_from_checkpoint",  # train() at a step other than 0 is refused
+        "restore_callback_states_from_checkpoint",
+        "use_cpu",  # the device is the verifier's to weigh (docs/protocol.md)
+        "torch_empty_cache_steps",
+        "include_num_input_tokens_seen",
+        "disable_tqdm",
+        "report_to",
+        "run_name",
+        "project",
+        "push_to_hub",
+        "skip_memory_metrics",
+        "do_train",
+        "do_eval",
+        "do_predict",
+        "per_device_eval_batch_size",
+        "prediction_loss_only",
+        "include_for_metrics",
+        "batch_eval_metrics",
+        "metric_for_best_model",
+        "greater_is_better",
+    }
+)
+_FREE_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "trackio_")
+
+
+def _is_free(argument: str) -> bool:
+    return argument in _FREE_ARGUMENTS or argument.startswith(_FREE_PREFIXES)
+
+
 def _transformers() -> Any:
     import_extra("accelerate", "hf")
     return import_extra("transformers", "hf")
@@ -100,14 +152,45 @@ def _settings(bundle: TaskBundle) -> tuple[dict[str, Any], int]:
 
 
 def training_arguments(bundle: TaskBundle, output_dir: str, **extra: Any) -> Any:
-    """``TrainingArguments`` with the task's settings (``extra`` may add others, such as
-    ``max_steps`` or ``dataloader_num_workers``, never change the task's)."""
+    """``TrainingArguments`` with the task's settings; ``extra`` may set only what does
+    not touch a training step (``max_steps``, ``dataloader_num_workers``, logging, saving,
+    evaluation), never the task's settings or another argument replay depends on."""
     settings, _ = _settings(bundle)
     clash = sorted(k for k in extra if k in settings and extra[k] != settings[k])
     if clash:
         raise IntegrationError(f"the task fixes {', '.join(clash)}: it cannot be changed here")
+    fixed = sorted(k for k in extra if k not in settings and not _is_free(k))
+    if fixed:
+        raise IntegrationError(
+            f"{', '.join(fixed)} would change the training step, and replay builds its "
+            "Trainer from the task's arguments alone",
+            hint="pass it to hf_task() in the task, so that training and replay share it",
+        )
     merged = {**_QUIET, **settings, **extra}
     return _transformers().TrainingArguments(output_dir=output_dir, **merged)
+
+
+def _check_step_arguments(bundle: TaskBundle, args: Any) -> None:
+    """Refuse ``TrainingArguments`` whose step-relevant values differ from those replay
+    uses (a trainer built by hand, not by :func:`training_arguments`). Building the replay's
+    arguments resets accelerate's process state, so this runs before a Trainer sets it up."""
+    if args is None:
+        raise IntegrationError(
+            "a recorded PolchainTrainer needs the task's TrainingArguments",
+            hint="pass args=training_arguments(task, output_dir), or use polchain_trainer()",
+        )
+    ours = args.to_dict()
+    replay = training_arguments(bundle, args.output_dir, max_steps=args.max_steps).to_dict()
+    wrong = sorted(
+        k for k in ours.keys() | replay.keys() if not _is_free(k) and ours.get(k) != replay.get(k)
+    )
+    if wrong:
+        text = ", ".join(f"{k}={ours.get(k)!r} (replay: {replay.get(k)!r})" for k in wrong)
+        raise IntegrationError(
+            f"the Trainer's arguments would change the training step: {text}",
+            hint="build them with training_arguments(task, ...) or polchain_trainer(); "
+            "what the step depends on belongs in hf_task()",
+        )
 
 
 def _unwrap(part: Any, attr: str) -> Any:
@@ -164,6 +247,8 @@ def _classes() -> tuple[type, type, type]:
                 kwargs["callbacks"] = [PolchainTrainerCallback(recorder, task), *callbacks]
             if batch_sampler is None or total_steps is None:
                 raise IntegrationError("PolchainTrainer needs a recorder (or a batch sampler)")
+            if task is not None:  # before the Trainer sets up its devices (see below)
+                _check_step_arguments(task, kwargs.get("args", args[1] if len(args) > 1 else None))
             super().__init__(*args, **kwargs)
             self.polchain_batch_sampler = batch_sampler
             self.polchain_total_steps = int(total_steps)
@@ -211,6 +296,12 @@ def _classes() -> tuple[type, type, type]:
                     "the proof with Recorder(..., resume=True) and train again",
                 )
             self._started = True
+            if state.global_step != 0:
+                raise IntegrationError(
+                    f"the Trainer starts at its step {state.global_step} "
+                    "(resume_from_checkpoint?): its own checkpoint is not the run's state",
+                    hint="resume with Recorder(..., resume=True) and no resume_from_checkpoint",
+                )
             if self.task is not None:
                 settings, total = _settings(self.task)
                 check_settings("Hugging Face", settings, {k: getattr(args, k) for k in settings})
@@ -309,7 +400,13 @@ def polchain_trainer(
     ``TrainingArguments`` (``arguments`` add others, e.g. ``max_steps`` for an early stop,
     ``dataloader_num_workers``), recording into ``recorder``; a resumed recorder
     continues the run from its last checkpoint (``max_steps`` counts from there)."""
-    arguments.setdefault("max_steps", recorder.spec.total_steps - recorder.step)
+    left = recorder.spec.total_steps - recorder.step
+    if left <= 0:
+        raise IntegrationError(
+            f"the recorder is at step {recorder.step}, the run's last: nothing is left to train",
+            hint="close(final=True) finalizes the run",
+        )
+    arguments.setdefault("max_steps", left)
     return _classes()[0](
         model=bundle.model,
         args=training_arguments(bundle, output_dir, **arguments),

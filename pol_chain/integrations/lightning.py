@@ -192,6 +192,20 @@ def _make_callback_classes() -> tuple[type, type]:
                     hint="record a run with one fit() a process; after a crash, reopen the "
                     "proof with Recorder(..., resume=True) and fit again",
                 )
+            if trainer.global_step != 0:
+                raise IntegrationError(
+                    f"the Trainer starts at its step {trainer.global_step} (fit(ckpt_path=...)?): "
+                    "its own checkpoint is not the run's state",
+                    hint="resume with Recorder(..., resume=True) and no ckpt_path",
+                )
+            left = rec.spec.total_steps - rec.step
+            if trainer.max_epochs != 1 and not 0 <= trainer.max_steps <= left:
+                # a second epoch would iterate the run's batch sampler again, from its start
+                raise IntegrationError(
+                    f"max_epochs={trainer.max_epochs} with max_steps={trainer.max_steps}: "
+                    f"the run has {left} steps left, in one pass of its batch sampler",
+                    hint="pass max_epochs=1 (the run's sampler spans all of its epochs)",
+                )
             rec.attach(state.optimizers, state.schedulers, state.scaler)  # a resume restores
             self._first = (trainer.global_step, self.recorder.step)
             if self.accumulation > 1:  # a stop between micro-batches must undo a forward

@@ -17,6 +17,7 @@ from pol_chain.format import (
     DATASET_INDEX_FILE,
     MANIFEST_FILE,
     PARENT_FILE,
+    RECORDER_LOCK_FILE,
     SPEC_FILE,
     DatasetIndex,
     FormatError,
@@ -134,7 +135,7 @@ def inspect_proof(proof_dir: Path | str) -> ProofStatus:
         str(p.relative_to(root))
         for p in root.rglob("*")
         if p.is_file()
-        and p.name not in (MANIFEST_FILE, SPEC_FILE, BUNDLE_FILE, PARENT_FILE)
+        and p.name not in (MANIFEST_FILE, SPEC_FILE, BUNDLE_FILE, PARENT_FILE, RECORDER_LOCK_FILE)
         and p.relative_to(root).parts[0] != DATA_DIR
         and str(p.relative_to(root)) not in listed
     )

@@ -22,6 +22,8 @@ When the queue is full, training waits (back-pressure): memory stays bounded.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import queue
 import sys
@@ -33,9 +35,15 @@ from typing import Any
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from pol_chain.format import (
     MANIFEST_FILE,
     MODEL_FILE,
+    RECORDER_LOCK_FILE,
     CheckpointMeta,
     Manifest,
     SegmentStep,
@@ -127,6 +135,48 @@ def _yield_cpu_to_training() -> None:
         pass
 
 
+EXIT_FLUSH_SECONDS = 120.0
+"""How long a process that exits without ``close`` waits for queued checkpoints."""
+
+
+class _DirectoryLock:
+    """An exclusive ``flock`` on a proof directory's lock file: one recorder writes a
+    directory at a time (two would overwrite each other's manifest). The kernel drops
+    it when the process dies, so a killed run's directory can be resumed at once."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, proof_dir: Path) -> _DirectoryLock:
+        handle = open(proof_dir / RECORDER_LOCK_FILE, "a+")  # noqa: SIM115 - held while recording
+        if fcntl is None:  # not POSIX: no lock
+            return cls(handle)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read(32).strip() or "unknown"
+            handle.close()
+            raise RecorderError(
+                f"{proof_dir} is being recorded by another recorder (process {holder})",
+                hint="let it finish or stop it; a recorder that died releases the "
+                "directory, and Recorder(..., resume=True) continues from its checkpoint",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return cls(handle)
+
+    def release(self) -> None:
+        if self._handle.closed:
+            return
+        if fcntl is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+        self._handle.close()
+
+
 class Recorder:
     """Records checkpoints and segments of a run into ``proof_dir``.
 
@@ -181,19 +231,27 @@ class Recorder:
         self._closed = False
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, queue_size))
         self.proof_dir.mkdir(parents=True, exist_ok=True)
-        spec_bytes = spec.to_bytes()
-        manifest_path = self.proof_dir / MANIFEST_FILE
-        if resume and manifest_path.exists():
-            self._writer = ProofWriter(self.proof_dir, read_manifest(self.proof_dir))
-            self._resume(spec_bytes)
-        else:
-            if manifest_path.exists():
-                raise ResumeError(f"{self.proof_dir} already holds a proof; pass resume=True")
-            self._writer = ProofWriter.create(self.proof_dir, spec, self.run_id)
-            self._index = 0
-            self._enqueue(final=False)
+        self._lock = _DirectoryLock.acquire(self.proof_dir)
+        try:
+            spec_bytes = spec.to_bytes()
+            manifest_path = self.proof_dir / MANIFEST_FILE
+            if resume and manifest_path.exists():
+                self._writer = ProofWriter(self.proof_dir, read_manifest(self.proof_dir))
+                self._resume(spec_bytes)
+            else:
+                if manifest_path.exists():
+                    raise ResumeError(f"{self.proof_dir} already holds a proof; pass resume=True")
+                self._writer = ProofWriter.create(self.proof_dir, spec, self.run_id)
+                self._index = 0
+                self._enqueue(final=False)
+        except BaseException:
+            self._lock.release()
+            raise
         self._worker = threading.Thread(target=self._work, name="polchain-recorder", daemon=True)
         self._worker.start()
+        # a process that ends on an uncaught error (or returns without close) must not
+        # lose the checkpoints already taken: the writer is a daemon thread
+        atexit.register(self._flush_at_exit)
 
     @property
     def manifest(self) -> Manifest:
@@ -331,9 +389,11 @@ class Recorder:
         try:
             if (self._segment and (final or on_grid)) or (final and not untrained):
                 self._enqueue(final=final, force=bool(self._segment))
+            elif self._segment:  # a pause off the grid: the proof stays at its checkpoint
+                self._segment = []
+                self.step = self._checkpointed
         finally:
-            self._queue.put(None)
-            self._worker.join()
+            self._stop_writer()
         self._raise_errors()
         if untrained:
             raise RecorderError(
@@ -349,8 +409,22 @@ class Recorder:
             self.close(final=True)
         else:
             self._closed = True
-            self._queue.put(None)
-            self._worker.join()
+            self._stop_writer()  # the checkpoints already taken are written
+
+    def _stop_writer(self, timeout: float | None = None) -> None:
+        """Let the writer finish the queued checkpoints, then release the directory."""
+        atexit.unregister(self._flush_at_exit)
+        try:
+            self._queue.put(None, timeout=timeout)
+            self._worker.join(timeout)
+        finally:
+            self._lock.release()
+
+    def _flush_at_exit(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(queue.Full):
+                self._stop_writer(timeout=EXIT_FLUSH_SECONDS)
 
     # -- internals ---------------------------------------------------------------------
     def _raise_errors(self) -> None:

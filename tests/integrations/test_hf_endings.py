@@ -138,3 +138,38 @@ def test_what_cannot_be_recorded_is_refused_before_it_trains(tmp_path: Path) -> 
     rec.close(final=True)
     assert json.loads((proof / "manifest.json").read_bytes())["final"]["step"] == 9
     _bitwise(_verify(proof, binding))
+
+
+def test_what_would_change_the_step_or_restart_the_trainer_is_refused(tmp_path: Path) -> None:
+    """Before, each was accepted and recorded a proof its own verifier refuted (or lost
+    steps): a ``TrainingArguments`` value the task does not fix but the step uses
+    (replay builds its Trainer from the task's alone), the Trainer's own
+    ``resume_from_checkpoint`` (its step and data skipping, not the run's), and a trainer
+    for a run with no step left (a bare ``ValueError`` from transformers)."""
+    from pol_chain.integrations import IntegrationError
+    from pol_chain.integrations.hf import PolchainTrainer, polchain_trainer, training_arguments
+
+    proof = tmp_path / "proof"
+    out = str(tmp_path / "out")
+    binding, bundle, rec = _start(proof)
+    for wrong in ({"max_grad_norm": 0.05}, {"optim": "sgd"}, {"bf16": True}):
+        with pytest.raises(IntegrationError, match=f"{next(iter(wrong))} would change the"):
+            polchain_trainer(bundle, rec, out, **wrong)
+    by_hand = training_arguments(bundle, out, max_steps=4)
+    by_hand.max_grad_norm = 0.05  # a Trainer built from arguments edited by hand
+    with pytest.raises(IntegrationError, match=r"max_grad_norm=0\.05 \(replay: 1\.0\)"):
+        PolchainTrainer(model=bundle.model, args=by_hand, train_dataset=bundle.data,
+                        recorder=rec, task=bundle)  # fmt: skip
+    saving = {"save_strategy": "steps", "save_steps": 4, "logging_steps": 2}  # free to set
+    polchain_trainer(bundle, rec, out, max_steps=6, **saving).train()
+    rec.close(final=False)  # at step 4; the Trainer saved out/checkpoint-4 and -6
+    binding, bundle, rec = _start(proof)
+    with pytest.raises(IntegrationError, match="starts at its step 6"):
+        polchain_trainer(bundle, rec, out, **saving).train(resume_from_checkpoint=True)
+    polchain_trainer(bundle, rec, out).train()  # resumed, to the run's last step
+    rec.close(final=False)
+    binding, bundle, rec = _start(proof)
+    with pytest.raises(IntegrationError, match="nothing is left to train"):
+        polchain_trainer(bundle, rec, out)
+    rec.close(final=True)
+    _bitwise(_verify(proof, binding))

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pol_chain.errors import PolchainError
 from pol_chain.proof.manifest import read_manifest
 
 from .conftest import EXAMPLES, example, register
@@ -63,6 +65,8 @@ def test_a_killed_framework_run_resumes_to_the_uninterrupted_runs_proof(
     killed = read_manifest(proof)
     expected = read_manifest(uninterrupted)
     assert killed.final is None and 3 <= len(killed.entries) < len(expected.entries)
+    with pytest.raises(PolchainError, match="past --stop-after 2"):
+        mod.main(proof, stop_after=2)  # before: finalized there, past the stop asked for
     assert mod.main(proof) == expected.final.step  # type: ignore[union-attr]  # run again
 
     resumed = read_manifest(proof)
@@ -74,9 +78,12 @@ def test_a_killed_framework_run_resumes_to_the_uninterrupted_runs_proof(
     _bitwise(_verify(proof, binding))
 
 
-def test_a_second_lightning_fit_on_a_started_recorder_is_refused(tmp_path: Path) -> None:
-    """A new ``fit`` builds the optimizers and schedulers afresh: its steps would not be
-    the run's (before: recorded, then refuted by replay)."""
+def test_what_would_restart_a_lightning_run_is_refused(tmp_path: Path) -> None:
+    """Before, each was accepted and lost steps or recorded a refuted proof: a second
+    ``fit`` on a started recorder (new optimizers), ``fit(ckpt_path=...)`` (Lightning's own
+    step and state, not the run's: 20 steps lost for good), and a second epoch over the
+    run's batch sampler (``max_epochs`` other than 1 with more steps than are left: the
+    sampler restarts, a step past the run is refused mid-fit)."""
     import lightning.pytorch as pl
 
     from pol_chain.format import SPEC_FILE, TaskSpec
@@ -89,14 +96,17 @@ def test_a_second_lightning_fit_on_a_started_recorder_is_refused(tmp_path: Path)
     proof = tmp_path / "proof"
     binding = register(proof, "lightning_digits:build")
     spec = TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes())
-    bundle = build_bundle(spec, binding.run_seed)
-    rec = Recorder(proof, spec, binding.run_id_bytes, binding.run_seed, state=TrainState.of(bundle))
 
-    def fit() -> None:
+    def recorder() -> tuple[Any, Any]:
+        bundle = build_bundle(spec, binding.run_seed)
+        state = TrainState.of(bundle)
+        run = binding.run_id_bytes, binding.run_seed
+        return bundle, Recorder(proof, spec, *run, state=state, resume=True)
+
+    def fit(bundle: Any, rec: Any, ckpt_path: str | None = None, **settings: Any) -> Any:
         trainer = pl.Trainer(
             **trainer_settings(bundle),
-            max_steps=3,
-            max_epochs=1,
+            **{"max_steps": 3, "max_epochs": 1, **settings},
             accelerator="cpu",
             callbacks=[PolchainCallback(rec, bundle)],
             logger=False,
@@ -104,12 +114,25 @@ def test_a_second_lightning_fit_on_a_started_recorder_is_refused(tmp_path: Path)
             enable_progress_bar=False,
             enable_model_summary=False,
         )
-        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec), ckpt_path=ckpt_path)
+        return trainer
 
-    fit()
-    assert rec.step == 3
-    with pytest.raises(IntegrationError, match="recorder is at step 3"):
-        fit()
-    assert rec.step == 3
+    bundle, rec = recorder()
+    with pytest.raises(IntegrationError, match="max_epochs=2 with max_steps=-1"):
+        fit(bundle, rec, max_steps=-1, max_epochs=2)
+    trainer = fit(bundle, rec, max_steps=spec.k)
+    trainer.save_checkpoint(tmp_path / "lightning.ckpt")
+    assert rec.step == spec.k
+    with pytest.raises(IntegrationError, match=f"recorder is at step {spec.k}"):
+        fit(bundle, rec)
+    rec.close(final=False)
+    bundle, rec = recorder()
+    with pytest.raises(IntegrationError, match=f"starts at its step {spec.k}"):
+        ckpt = str(tmp_path / "lightning.ckpt")  # its epoch 0 is done: a second one to run
+        fit(bundle, rec, ckpt_path=ckpt, max_steps=spec.total_steps, max_epochs=2)
+    assert rec.resuming  # refused before it attached anything
+    left = spec.total_steps - rec.step  # any max_epochs: max_steps ends within the sampler
+    fit(bundle, rec, max_steps=left, max_epochs=None)
+    assert rec.step == spec.total_steps
     rec.close(final=True)
     _bitwise(_verify(proof, binding))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -185,3 +189,75 @@ def test_a_paused_run_resumes_into_optimizers_attached_later(
     assert (
         DirectorySource(proof).manifest().leaves == DirectorySource(honest_proof).manifest().leaves
     )
+
+
+# A recorder in a child process: every step recorded at once (no training), each written
+# checkpoint slowed by a listener so that several are still queued when the script ends:
+# on an uncaught error ("raise") or with the recorder left open ("hold", then killed).
+RECORDING_CHILD = """
+import sys, time
+from pathlib import Path
+from pol_chain.proof import Recorder, TaskSpec, build_bundle
+spec = TaskSpec.from_bytes(Path(sys.argv[1]).read_bytes())
+mode, seed = sys.argv[3], bytes.fromhex("22" * 32)
+b = build_bundle(spec, seed)
+rec = Recorder(sys.argv[2], spec, bytes.fromhex("11" * 32), seed, b.model, b.optimizer,
+               b.scheduler, listeners=[lambda r: time.sleep(0.2)], queue_size=4)
+for step, idx in rec.sampler().steps():
+    if step == 35:
+        break
+    rec.on_step_end(idx)
+if mode == "hold":
+    print("recording", flush=True)
+    time.sleep(600)
+raise RuntimeError("the training script fails")
+"""
+
+
+def _child(tmp_path: Path, spec: TaskSpec, mode: str) -> subprocess.Popen[str]:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_bytes(spec.to_bytes())
+    return subprocess.Popen(
+        [sys.executable, "-c", RECORDING_CHILD, str(spec_file), str(tmp_path / "p"), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_script_that_dies_on_an_error_keeps_the_checkpoints_it_took(
+    tmp_path: Path, spec: TaskSpec
+) -> None:
+    """The writer is a daemon thread: before, the checkpoints still queued when the script
+    ended on an uncaught error were lost (the manifest stopped where the writer was)."""
+    child = _child(tmp_path, spec, "raise")
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 1 and "the training script fails" in err
+    manifest = DirectorySource(tmp_path / "p").manifest()
+    assert [e.step for e in manifest.entries] == [0, 10, 20, 30] and manifest.final is None
+
+
+def test_one_recorder_writes_a_proof_directory_at_a_time(tmp_path: Path, spec: TaskSpec) -> None:
+    """A second recorder on a directory another one is writing is refused (before: both
+    wrote, and the later manifest silently replaced the other run's); the directory is
+    free again once the first closes, or its process dies."""
+    b = build_bundle(spec, RUN_SEED)
+    first = Recorder(tmp_path / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, b.scheduler)
+    with pytest.raises(RecorderError, match=f"another recorder \\(process {os.getpid()}\\)"):
+        Recorder(tmp_path / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, resume=True)
+    first.close(final=False)
+    Recorder(tmp_path / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, resume=True).close(
+        final=False
+    )
+
+    other = tmp_path / "other"
+    other.mkdir()
+    child = _child(other, spec, "hold")
+    assert child.stdout is not None and child.stdout.readline().strip() == "recording"
+    with pytest.raises(RecorderError, match=f"process {child.pid}"):
+        Recorder(other / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, resume=True)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    rec = Recorder(other / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, resume=True)
+    assert rec.step in (0, 10, 20, 30)  # where the killed writer had got to
+    rec.close(final=False)
