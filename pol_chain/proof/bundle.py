@@ -37,6 +37,7 @@ from pol_chain.proof.errors import CannotVerify, SpecError
 __all__ = [
     "BundleFinder",
     "activate",
+    "changed_modules",
     "check_requirements",
     "collect_bundle",
     "installed_distributions",
@@ -52,6 +53,22 @@ def _module_file(name: str) -> Path | None:
         return None
     origin = Path(spec.origin)
     return origin if origin.suffix == ".py" and origin.is_file() else None
+
+
+def changed_modules(bundle: CodeBundle) -> list[str]:
+    """The bundle's modules whose source, as this process would import it, is not the
+    bundle's (edited, or missing): a trainer running them would train other code than
+    the code its run committed, which the verifier replays."""
+    changed = []
+    for name in sorted(bundle.manifest.modules):
+        file = _module_file(name)
+        try:
+            same = file is not None and file.read_bytes() == bundle.sources[name]
+        except OSError:
+            same = False
+        if not same:
+            changed.append(name)
+    return changed
 
 
 def _imports(name: str, source: bytes, is_package: bool) -> Iterator[str]:

@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from pol_chain.format import (
+    BUNDLE_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     RECORDER_LOCK_FILE,
@@ -48,8 +49,10 @@ from pol_chain.format import (
     Manifest,
     SegmentStep,
     TaskSpec,
+    read_bundle,
     to_hex,
 )
+from pol_chain.proof.bundle import changed_modules
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.engine import (
     RunBatchSampler,
@@ -137,6 +140,26 @@ def _yield_cpu_to_training() -> None:
 
 EXIT_FLUSH_SECONDS = 120.0
 """How long a process that exits without ``close`` waits for queued checkpoints."""
+
+
+def _check_task_code(proof_dir: Path, spec: TaskSpec) -> None:
+    """Refuse to record a run whose task code here is not the code its spec commits (the
+    registered ``bundle.tar``): replay runs the committed code, so steps of edited code
+    would be refuted, segment after segment."""
+    path = proof_dir / BUNDLE_FILE
+    if spec.bundle is None or not path.is_file():
+        return  # a spec without a bundle, or a directory not made by register
+    data = path.read_bytes()
+    if sha256(data) != spec.bundle.sha256:
+        raise RecorderError(f"{path} is not the code bundle the run's spec commits")
+    changed = changed_modules(read_bundle(data, str(path)))
+    if changed:
+        raise RecorderError(
+            f"the task code here is not the code this run registered: {', '.join(changed)} "
+            "changed since (a replay would run the registered code, and refute these steps)",
+            hint=f"train with the registered code ({path} holds it); "
+            "new code is a new run (polchain register)",
+        )
 
 
 class _DirectoryLock:
@@ -233,6 +256,7 @@ class Recorder:
         self.proof_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _DirectoryLock.acquire(self.proof_dir)
         try:
+            _check_task_code(self.proof_dir, spec)
             spec_bytes = spec.to_bytes()
             manifest_path = self.proof_dir / MANIFEST_FILE
             if resume and manifest_path.exists():

@@ -173,3 +173,57 @@ def test_what_would_change_the_step_or_restart_the_trainer_is_refused(tmp_path: 
         polchain_trainer(bundle, rec, out)
     rec.close(final=True)
     _bitwise(_verify(proof, binding))
+
+
+def test_task_code_edited_after_registration_is_refused(tmp_path: Path) -> None:
+    """The code that trains must be the code the run registered (before: an edit between
+    a crash and the resume, or between register and train, recorded steps that replay of
+    the registered code refutes)."""
+    from pol_chain.format import BUNDLE_FILE
+    from pol_chain.proof import Recorder, RecorderError, build_bundle, make_spec
+    from pol_chain.proof.engine import TrainState
+    from pol_chain.proof.spec import bundle_bytes
+
+    project = tmp_path / "project"
+    project.mkdir()
+    task = project / "edited_task.py"  # a module name no other test imports
+    task.write_text((PROJECT / "hf_batchnorm.py").read_text())
+    sys.path.insert(0, str(project))
+    try:
+        spec = make_spec("edited_task:build", {}, project=project)
+        proof = tmp_path / "proof"
+        proof.mkdir()
+        (proof / SPEC_FILE).write_bytes(spec.to_bytes())
+        (proof / BUNDLE_FILE).write_bytes(bundle_bytes("edited_task:build", project))
+        binding = RunBinding.offline(RUN_ID, spec.digest)
+        bundle = build_bundle(spec, binding.run_seed)
+        state = TrainState.of(bundle)
+        Recorder(proof, spec, RUN_ID, binding.run_seed, state=state).close(final=False)
+        task.write_text(task.read_text().replace("learning_rate=0.01", "learning_rate=0.02"))
+        with pytest.raises(RecorderError, match="edited_task changed since") as caught:
+            Recorder(proof, spec, RUN_ID, binding.run_seed, state=state, resume=True)
+        assert "bundle.tar" in caught.value.hint
+    finally:
+        sys.path.remove(str(project))
+
+
+def test_evaluation_during_training_leaves_a_proof_that_replays(tmp_path: Path) -> None:
+    """Evaluation arguments are the trainer's to set: an evaluation every 3 steps (eval
+    mode forwards: BatchNorm statistics untouched, the next step reseeded) changes no
+    recorded step, so the run replays bitwise through a Trainer that never evaluates."""
+    from pol_chain.integrations.hf import PolchainTrainer, training_arguments
+
+    proof = tmp_path / "proof"
+    binding, bundle, rec = _start(proof)
+    args = training_arguments(
+        bundle, str(tmp_path / "out"), max_steps=rec.spec.total_steps,
+        eval_strategy="steps", eval_steps=3, per_device_eval_batch_size=32,
+    )  # fmt: skip
+    trainer = PolchainTrainer(
+        model=bundle.model, args=args, train_dataset=bundle.data, eval_dataset=bundle.data,
+        data_collator=bundle.collate_fn, recorder=rec, task=bundle,
+    )  # fmt: skip
+    trainer.train()
+    assert any("eval_loss" in entry for entry in trainer.state.log_history)
+    rec.close(final=True)
+    _bitwise(_verify(proof, binding))
