@@ -161,7 +161,7 @@ def _make_callback_classes() -> tuple[type, type]:
             self.settings = settings
             self.accumulation = recorder.spec.accumulation
             self._in_step = False  # a step has begun and is not recorded yet
-            self._first = (0, 0)  # (trainer.global_step, recorder.step) at the start
+            self._first_step = 0  # the recorder's step when fit started (its global_step 0)
             self._buffers: list[torch.Tensor] = []  # the module's, with accumulation
             self._at_step_start: list[torch.Tensor] = []
             _skip_unused_step_hooks(self)
@@ -207,7 +207,7 @@ def _make_callback_classes() -> tuple[type, type]:
                     hint="pass max_epochs=1 (the run's sampler spans all of its epochs)",
                 )
             rec.attach(state.optimizers, state.schedulers, state.scaler)  # a resume restores
-            self._first = (trainer.global_step, self.recorder.step)
+            self._first_step = rec.step
             if self.accumulation > 1:  # a stop between micro-batches must undo a forward
                 self._buffers = list(pl_module.buffers())
                 self._at_step_start = [b.detach().clone() for b in self._buffers]
@@ -237,7 +237,7 @@ def _make_callback_classes() -> tuple[type, type]:
         def _finish(self, trainer: Any, pl_module: Any) -> None:
             rec = self.recorder
             if self._in_step:
-                if trainer.global_step - self._first[0] > rec.step - self._first[1]:
+                if trainer.global_step > rec.step - self._first_step:
                     rec.on_step_end()
                 else:  # stopped between micro-batches: no optimizer step, but a forward
                     self._undo_partial_step(pl_module)

@@ -411,7 +411,7 @@ class Recorder:
         untrained = final and self.step == 0
         on_grid = self.step >= self._total_steps  # (a multiple of k is checkpointed already)
         try:
-            if (self._segment and (final or on_grid)) or (final and not untrained):
+            if (final and not untrained) or (self._segment and on_grid):
                 self._enqueue(final=final, force=bool(self._segment))
             elif self._segment:  # a pause off the grid: the proof stays at its checkpoint
                 self._segment = []
