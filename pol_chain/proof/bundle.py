@@ -41,6 +41,7 @@ __all__ = [
     "check_requirements",
     "collect_bundle",
     "installed_distributions",
+    "requirement_problems",
 ]
 
 
@@ -202,9 +203,9 @@ def _public(version: str) -> str:
     return version.split("+", 1)[0]
 
 
-def check_requirements(bundle: CodeBundle) -> None:
-    """Raise :class:`CannotVerify` unless every required distribution is installed here
-    at the same public version."""
+def requirement_problems(bundle: CodeBundle) -> list[str]:
+    """What differs between the distributions the bundle needs and those installed here
+    (missing, or at another public version), one line per distribution."""
     problems = []
     for req in bundle.manifest.requirements:
         try:
@@ -214,6 +215,13 @@ def check_requirements(bundle: CodeBundle) -> None:
             continue
         if _public(here) != _public(req.version):
             problems.append(f"{req.name} is {here} here, the bundle needs {req.version}")
+    return problems
+
+
+def check_requirements(bundle: CodeBundle) -> None:
+    """Raise :class:`CannotVerify` unless every required distribution is installed here
+    at the same public version."""
+    problems = requirement_problems(bundle)
     if problems:
         raise CannotVerify(
             "the task's code needs " + "; ".join(problems),

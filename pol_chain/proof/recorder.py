@@ -52,7 +52,7 @@ from pol_chain.format import (
     read_bundle,
     to_hex,
 )
-from pol_chain.proof.bundle import changed_modules
+from pol_chain.proof.bundle import changed_modules, requirement_problems
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.engine import (
     RunBatchSampler,
@@ -144,21 +144,33 @@ EXIT_FLUSH_SECONDS = 120.0
 
 def _check_task_code(proof_dir: Path, spec: TaskSpec) -> None:
     """Refuse to record a run whose task code here is not the code its spec commits (the
-    registered ``bundle.tar``): replay runs the committed code, so steps of edited code
-    would be refuted, segment after segment."""
+    registered ``bundle.tar``), or whose required packages are installed here at other
+    versions: replay runs the committed code with the committed versions, so steps of
+    other code would be refuted, segment after segment."""
     path = proof_dir / BUNDLE_FILE
     if spec.bundle is None or not path.is_file():
         return  # a spec without a bundle, or a directory not made by register
     data = path.read_bytes()
     if sha256(data) != spec.bundle.sha256:
         raise RecorderError(f"{path} is not the code bundle the run's spec commits")
-    changed = changed_modules(read_bundle(data, str(path)))
+    bundle = read_bundle(data, str(path))
+    changed = changed_modules(bundle)
     if changed:
         raise RecorderError(
             f"the task code here is not the code this run registered: {', '.join(changed)} "
             "changed since (a replay would run the registered code, and refute these steps)",
             hint=f"train with the registered code ({path} holds it); "
             "new code is a new run (polchain register)",
+        )
+    # a package upgraded between register (or a crash) and this start trains with code
+    # the verifier, installing the registered versions, would not run
+    problems = requirement_problems(bundle)
+    if problems:
+        raise RecorderError(
+            "the packages installed here are not the ones this run registered: "
+            + "; ".join(problems),
+            hint="install the registered versions (pip install NAME==VERSION); "
+            "new versions are a new run (polchain register)",
         )
 
 

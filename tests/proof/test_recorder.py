@@ -261,3 +261,50 @@ def test_one_recorder_writes_a_proof_directory_at_a_time(tmp_path: Path, spec: T
     rec = Recorder(other / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, resume=True)
     assert rec.step in (0, 10, 20, 30)  # where the killed writer had got to
     rec.close(final=False)
+
+
+def test_packages_other_than_the_registered_versions_are_refused(
+    tmp_path: Path, spec: TaskSpec
+) -> None:
+    """A package upgraded between register (or a crash) and the recorder's start would
+    train steps the verifier, holding the registered versions, refutes: refused, naming
+    the package and both versions; the registered versions record."""
+    import dataclasses
+
+    from pol_chain.format import (
+        BUNDLE_FILE,
+        MANIFEST_FILE,
+        SPEC_FILE,
+        BundleManifest,
+        CodeBundle,
+        Locator,
+        Requirement,
+        read_bundle,
+        write_bundle,
+    )
+    from pol_chain.proof.canonical import sha256
+    from pol_chain.proof.spec import bundle_bytes
+
+    def start(code: bytes, proof: Path) -> Recorder:
+        proof.mkdir()
+        committed = dataclasses.replace(spec, bundle=Locator(sha256(code), None, len(code)))
+        (proof / SPEC_FILE).write_bytes(committed.to_bytes())
+        (proof / BUNDLE_FILE).write_bytes(code)
+        b = build_bundle(committed, RUN_SEED)
+        return Recorder(proof, committed, RUN_ID, RUN_SEED, b.model, b.optimizer, b.scheduler)
+
+    code = bundle_bytes(spec.entry)
+    start(code, tmp_path / "same").close(final=False)  # the versions installed here
+    packed = read_bundle(code)
+    forged = tuple(
+        Requirement(r.name, "0.0.1") if r.name == "torch" else r
+        for r in packed.manifest.requirements
+    )
+    older = write_bundle(
+        CodeBundle(BundleManifest(packed.manifest.entry, packed.manifest.modules, forged),
+                   packed.sources)
+    )  # fmt: skip
+    with pytest.raises(RecorderError, match=r"torch is \S+ here, the bundle needs 0\.0\.1") as e:
+        start(older, tmp_path / "older")
+    assert "pip install" in e.value.hint
+    assert not (tmp_path / "older" / MANIFEST_FILE).exists()
