@@ -734,6 +734,7 @@ def verify_rounds(
     deterministic: bool = True,
     threads: int | None = None,
     out_dir: Path | str | None = None,
+    model_file: bool = False,
 ) -> Report:
     """Verify a distributed run; the arguments mean what they mean for
     :func:`pol_chain.proof.verifier.verify` (which dispatches here). Rounds play the role
@@ -806,6 +807,7 @@ def verify_rounds(
             policy,
             device,
             finish,
+            model_file,
         )
     finally:
         torch.set_num_threads(prior_threads)
@@ -828,6 +830,7 @@ def _verify(
     policy: Policy,
     device: str,
     finish: Callable[..., Report],
+    model_file: bool,
 ) -> Report:
     run = _Run(manifest, source, spec, plan, run_id, run_seed)
     found = run.found
@@ -880,6 +883,8 @@ def _verify(
             Reason.MODEL_DIGEST_MISMATCH,
             "manifest's final model is not the committed one",
         )
+    if model_file and final is not None:
+        run.fetch(final.model.sha256, "final model file")  # hashes it
     n = manifest.rounds
     seg_steps = [
         plan.local_steps * max(1, len(records[r][1].accepted)) if r in records else plan.local_steps
@@ -971,6 +976,7 @@ def verify_rounds_dir(
     source = RoundsDirectorySource(proof_dir)
     manifest = source.manifest()
     kwargs.setdefault("committed_leaves", manifest.leaves)
+    kwargs.setdefault("model_file", True)
     return verify_rounds(
         manifest, source, run_id=run_id, run_seed=run_seed, challenge_seed=challenge_seed, **kwargs
     )

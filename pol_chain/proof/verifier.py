@@ -323,6 +323,14 @@ def _check_steps(ctx: _Ctx) -> None:
     i·k (a run may stop early and finalize there), never past the spec's last step; a
     proof of no step at all proves no learning."""
     spec, entries = ctx.spec, ctx.manifest.entries
+    planned = (ctx.manifest.k, ctx.manifest.total_steps)
+    if planned != (spec.k, spec.total_steps):
+        ctx.found.fail(
+            "integrity",
+            Reason.STEP_MISMATCH,
+            f"the manifest plans k={planned[0]}, {planned[1]} steps; the spec k={spec.k}, "
+            f"{spec.total_steps} steps",
+        )
     last = len(entries) - 1
     if last == 0:
         ctx.found.fail("integrity", Reason.STEP_MISMATCH, "the proof records no training step")
@@ -481,6 +489,7 @@ def verify(
     threads: int | None = None,
     out_dir: Path | str | None = None,
     runner: TaskRunner | None = None,
+    model_file: bool = False,
 ) -> Report:
     """Verify a proof and return its :class:`~pol_chain.format.Report` (also written to
     ``out_dir``).
@@ -494,6 +503,8 @@ def verify(
     ``dataset`` is the data the replay uses (default: the dataset the spec's task builds);
     every index of a replayed segment must open to the spec's committed root, with paths
     from ``dataset_proofs(index)`` (default: the Merkle tree of the runner's leaves).
+    With ``model_file`` the final model's own file is fetched and hashed too (a proof
+    directory ships it; a claim commits only its digest).
     """
     if isinstance(manifest, RoundsManifest):  # a distributed run (docs/distributed.md)
         args = dict(locals())
@@ -567,6 +578,7 @@ def verify(
             model_digest,
             dataset_proofs,
             finish,
+            model_file,
         )
     except CodeFailure as exc:
         ctx.found.fail("replay", Reason.CODE_FAILURE, str(exc))
@@ -586,6 +598,7 @@ def _verify_run(
     model_digest: bytes | None,
     dataset_proofs: Callable[[int], Sequence[bytes]] | None,
     finish: Callable[..., Report],
+    model_file: bool,
 ) -> Report:
     spec, manifest, run_seed = ctx.spec, ctx.manifest, ctx.run_seed
     entries = manifest.entries
@@ -598,6 +611,8 @@ def _verify_run(
     n = len(entries) - 1
     update_sizes, last_state = _update_sizes(ctx, runner)
     final_digest = _check_model(ctx, last_state, model_digest)
+    if model_file and manifest.final is not None:
+        ctx.fetch(manifest.final.model.sha256, "final model file")  # hashes it
     sampler = StepSampler.of(spec, run_seed)
     segments: dict[int, Segment] = {}
     for i in range(1, n + 1):
@@ -716,6 +731,7 @@ def verify_dir(
     source = DirectorySource(proof_dir)
     manifest = source.manifest()
     kwargs.setdefault("committed_leaves", manifest.leaves)
+    kwargs.setdefault("model_file", True)
     return verify(
         manifest, source, run_id=run_id, run_seed=run_seed, challenge_seed=challenge_seed, **kwargs
     )

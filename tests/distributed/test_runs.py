@@ -39,7 +39,7 @@ from pol_chain.ledger.client import LedgerClient
 from pol_chain.proof.canonical import atomic_write, sha256
 from pol_chain.proof.engine import model_tensors
 from pol_chain.proof.policy import Policy
-from pol_chain.proof.rounds import aggregate, draw, draw_seed, global_meta
+from pol_chain.proof.rounds import RoundsDirectorySource, aggregate, draw, draw_seed, global_meta
 from pol_chain.proof.serialization import load_checkpoint_bytes, serialize_state, write_state
 from pol_chain.proof.verifier import verify_dir
 
@@ -135,6 +135,17 @@ def test_the_finished_run_verifies_and_the_agent_attests_pass(
     )
     assert local.passed and local.bitwise_identical, local.reason_codes
     assert [s.index for s in local.segments] == list(range(1, 11))
+    flipped = tmp_path / "flipped"  # the directory's model file is hashed too
+    shutil.copytree(run.out, flipped)
+    final = RoundsDirectorySource(flipped).manifest().final
+    assert final is not None
+    model = flipped / final.model.file
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0x01
+    model.write_bytes(bytes(data))
+    seeds = {"run_id": run.binding.run_id_bytes, "run_seed": run.binding.run_seed}
+    report = verify_dir(flipped, challenge_seed=b"\x07" * 32, **seeds)
+    assert report.reason_codes == ["artefact_digest"], report.reason_codes
     challenger = run.client.with_account(dev_account(CHALLENGER))
     opened = challenger.open_challenge(run.binding.run_id_bytes)
     agent = VerifierAgent(

@@ -214,6 +214,30 @@ def test_a_finalized_proof_of_no_step_fails_with_a_reason(proof_copy: Path) -> N
     assert "no training step" in " ".join(report.checks["integrity"].details)
 
 
+def test_a_model_file_that_is_not_the_claimed_model_fails(proof_copy: Path) -> None:
+    """The final model file of a proof directory is hashed too (before: a flipped byte in
+    model.safetensors, manifest untouched, verified as a pass)."""
+    model = proof_copy / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0x01
+    model.write_bytes(bytes(data))
+    report = _verify(proof_copy)
+    assert not report.passed and report.reason_codes == ["artefact_digest"]
+    assert "final model file" in " ".join(report.checks["integrity"].details)
+
+
+@pytest.mark.parametrize("field", ["k", "total_steps"])
+def test_a_manifest_planning_another_run_than_its_spec_fails(proof_copy: Path, field: str) -> None:
+    """The manifest's own k and total_steps are the spec's (the publisher reads them)."""
+    path = proof_copy / "manifest.json"
+    man = json.loads(path.read_bytes())
+    man[field] -= 1
+    path.write_bytes(canonical_json(man))
+    report = _verify(proof_copy, committed_leaves=recommit(proof_copy))
+    assert not report.passed and "step_mismatch" in report.reason_codes
+    assert "the manifest plans" in " ".join(report.checks["integrity"].details)
+
+
 def test_wrong_model_digest_fails(honest_proof: Path) -> None:
     report = _verify(honest_proof, model_digest=b"\x01" * 32)
     assert "model_digest_mismatch" in report.reasons
