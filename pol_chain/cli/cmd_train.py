@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,6 +15,7 @@ import typer
 
 from pol_chain.cli._context import AccountOpt, JsonOpt, current_settings
 from pol_chain.cli._output import emit_json, info
+from pol_chain.errors import PolchainError
 from pol_chain.format import MANIFEST_FILE, FormatError, Manifest, NotAProofDir, TaskSpec
 
 if TYPE_CHECKING:
@@ -59,11 +63,65 @@ ConfigFileOpt = Annotated[
 def _config(
     epochs: int | None, k: int | None, pairs: list[str] | None, config_file: Path | None
 ) -> dict[str, Any]:
-    from pol_chain.compose.registration import parse_overrides
+    from pol_chain.compose.registration import ConfigOverrideError, parse_overrides
 
     config = parse_overrides(pairs or [], config_file)
-    config.update({key: v for key, v in (("epochs", epochs), ("k", k)) if v is not None})
+    for key, flag, value in (("epochs", "--epochs", epochs), ("k", "-k", k)):
+        if value is None:
+            continue
+        if key in config:
+            raise ConfigOverrideError(
+                f"{key} is given twice: {flag} {value} and {key}={config[key]!r} "
+                "(--set or --config)",
+                hint="give it once",
+            )
+        config[key] = value
     return config
+
+
+def _import_from_here() -> None:
+    """Let the task's module import from the working folder, as ``python -m`` would: the
+    trainer runs ``polchain train my_task:build`` in the project that holds ``my_task``
+    (the console script's own folder is first on the path, not this one)."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
+def _check_resume_settings(task: str, spec: TaskSpec, config: Mapping[str, Any]) -> None:
+    """A resume continues the registered run: the task and any config value given with it
+    must be the registered ones (the same command again, plus --resume, is fine), else
+    the change would be silently ignored."""
+    from pol_chain.compose.registration import apply_overrides, task_entry
+
+    try:
+        entry = task_entry(task)
+    except PolchainError:
+        entry = task
+    if entry != spec.entry:
+        raise PolchainError(
+            f"--resume: the run in this folder trains {spec.entry}, not {task}",
+            hint=f"polchain train {spec.entry} --out ... --resume",
+        )
+    changed = _differences(apply_overrides(spec.config, config), spec.config)
+    if changed:
+        raise PolchainError(
+            f"--resume continues the run as registered; it cannot change {', '.join(changed)}",
+            hint="drop those settings (the run's are in its spec.json), or register a new "
+            "run with another --out",
+        )
+
+
+def _differences(new: Mapping[str, Any], old: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``key=new (registered: old)`` for each leaf of ``new`` that differs from ``old``."""
+    out = []
+    for key in sorted(new):
+        value, was = new[key], old.get(key)
+        if isinstance(value, Mapping) and isinstance(was, Mapping):
+            out += _differences(value, was, f"{prefix}{key}.")
+        elif value != was:
+            out.append(f"{prefix}{key}={value!r} (registered: {was!r})")
+    return out
 
 
 @dataclass(frozen=True)
@@ -180,6 +238,7 @@ def register(
     from pol_chain.compose.registration import prepare_spec, register_spec
 
     settings = current_settings()
+    _import_from_here()
     config = _config(epochs, k, set_values, config_file)
     spec, _ = prepare_spec(settings, task, config, out, data=data, parent=parent)
     binding, _, _, spec = register_spec(settings, spec, out, account)
@@ -224,11 +283,17 @@ def train(
     from pol_chain.proof.loop import TrainResult
 
     settings = current_settings()
+    _import_from_here()
     out = out or Path("runs") / task.replace(":", "_").replace(".", "_")
     done: Manifest | None = None
     if resume:
+        config = _config(epochs, k, set_values, config_file)
         binding, client, store = open_bound(settings, out, account)
         spec = TaskSpec.from_bytes((out / SPEC_FILE).read_bytes())
+        _check_resume_settings(task, spec, config)
+        for flag, value in (("--data", data), ("--from", parent)):
+            if value is not None and not json_out:
+                info(f"{flag} is not read again on --resume: the run goes on as registered")
         done = _finished(out)
     else:
         config = _config(epochs, k, set_values, config_file)
@@ -274,9 +339,11 @@ def train(
         emit_json(summary)
         return
     acc = f"{result.test_accuracy:.3f}" if result.test_accuracy is not None else "n/a"
+    trained = (
+        f"resumed, trained to step {result.steps}" if resume else f"trained {result.steps} steps"
+    )
     info(
-        f"trained {result.steps} steps in {result.seconds:.1f}s, test accuracy {acc}; "
-        f"{committed} checkpoints committed"
+        f"{trained} in {result.seconds:.1f}s, test accuracy {acc}; {committed} checkpoints committed"
     )
     info(f"model {summary['model_digest']} at {summary['model_path']}")
     if final is None:

@@ -79,9 +79,17 @@ def _parse_value(text: str) -> Any:
         return text  # a bare word: a string
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
 def _check_type(path: str, default: Any, value: Any) -> Any:
-    if default is None or value is None:
+    if default is None:
         return value
+    if value is None:
+        raise ConfigOverrideError(
+            f"config {path} takes {_a(type(default).__name__)} (default {default!r}), got null"
+        )
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigOverrideError(f"config {path} takes true or false, got {value!r}")
@@ -97,7 +105,7 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
     if isinstance(default, type(value)) and not isinstance(default, int | float):
         return value
     raise ConfigOverrideError(
-        f"config {path} takes a {type(default).__name__} (default {default!r}), got {value!r}",
+        f"config {path} takes {_a(type(default).__name__)} (default {default!r}), got {value!r}",
         hint="values are JSON: --set lr.base=0.01 --set nesterov=true --set name=word",
     )
 
@@ -114,7 +122,7 @@ def apply_overrides(
             close = difflib.get_close_matches(key, list(out), n=1)
             raise ConfigOverrideError(
                 f"the task's config has no key {path!r}",
-                hint=f"did you mean {prefix}{close[0]!r}?"
+                hint=f"did you mean {prefix + close[0]!r}?"
                 if close
                 else f"its keys: {', '.join(sorted(out))}",
             )
@@ -134,25 +142,64 @@ def parse_overrides(pairs: list[str], config_file: Path | None = None) -> dict[s
     merged: dict[str, Any] = {}
     if config_file is not None:
         try:
+            if config_file.stat().st_size > MAX_CONFIG_FILE_BYTES:
+                raise ValueError(f"larger than {MAX_CONFIG_FILE_BYTES} bytes")
             text = config_file.read_text()
-            loaded = json.loads(text) if config_file.suffix == ".json" else tomllib.loads(text)
-        except (OSError, ValueError) as exc:
+            loaded = (
+                json.loads(text, object_pairs_hook=_unique_keys)
+                if config_file.suffix == ".json"
+                else tomllib.loads(text)
+            )
+        except (OSError, ValueError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                exc = ValueError(f"nested more than {MAX_CONFIG_DEPTH} deep")
             raise ConfigOverrideError(f"cannot read config file {config_file}: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigOverrideError(f"config file {config_file} is not a table/object")
+        if _depth(loaded) > MAX_CONFIG_DEPTH:
+            raise ConfigOverrideError(
+                f"cannot read config file {config_file}: nested more than {MAX_CONFIG_DEPTH} deep"
+            )
         merged = loaded
+    seen: set[str] = set()
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigOverrideError(f"--set {pair!r}: expected KEY=VALUE (e.g. lr.base=0.01)")
+        if key in seen:
+            raise ConfigOverrideError(f"--set {key} is given twice", hint="give each key once")
+        seen.add(key)
         node = merged
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigOverrideError(f"--set {pair!r}: {part} is not a table")
         node[parts[-1]] = _parse_value(raw.strip())
     return merged
+
+
+MAX_CONFIG_FILE_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 32
+"""Limits of a ``--config`` file: a config is a small, shallow table."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a key given twice (as TOML does)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_CONFIG_DEPTH or not isinstance(value, dict | list):
+        return level
+    items = value.values() if isinstance(value, dict) else value
+    return max((_depth(item, level + 1) for item in items), default=level + 1)
 
 
 def task_entry(task: str) -> str:
@@ -315,14 +362,24 @@ def build_spec(
                 hint="add a `dataset` parameter to the task function, or drop --data",
             )
         defaults = getattr(sys.modules[fn.__module__], "DEFAULT_CONFIG", None)
-        merged = (
-            apply_overrides(defaults, config or {}) if defaults is not None else dict(config or {})
-        )
-        return make_spec(entry, merged, dataset=dataset, init=init)
     except (ImportError, AttributeError) as exc:
         raise TaskNotFound(
             f"task {entry!r} does not import: {exc}",
-            hint="check the module is on PYTHONPATH and the function exists",
+            hint="run from the folder that holds its module, or put that folder on PYTHONPATH",
+        ) from None
+    merged = apply_overrides(defaults, config or {}) if defaults is not None else dict(config or {})
+    for key in ("batch_size", "epochs", "k", ACCUMULATION):  # the engine's, before the task's
+        value = merged.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigOverrideError(f"config {key} must be a positive integer, got {value!r}")
+    try:
+        return make_spec(entry, merged, dataset=dataset, init=init)
+    except PolchainError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the task's own code refused this config
+        raise ConfigOverrideError(
+            f"task {entry} does not build with this config: {type(exc).__name__}: {exc}",
+            hint="check the values given with --set / --config",
         ) from None
 
 

@@ -45,6 +45,9 @@ _REQUIRED_CONFIG = ("batch_size", "epochs", "k")
 ACCUMULATION = "grad_accumulation"
 """Config key: micro-batches per optimizer step (default 1); ``batch_size`` counts all."""
 MAX_SPEC_BYTES = 1 << 20
+MAX_TOTAL_STEPS = 1 << 40
+"""The most optimizer steps a run may plan (far beyond any run; bounds what a spec makes
+a verifier or the recorder count)."""
 MAX_CID = 200
 
 
@@ -239,6 +242,13 @@ class TaskSpec(CanonicalRecord):
                 f"batch_size {self.batch_size} is not a multiple of {self.accumulation} "
                 "micro-batches",
                 field=f"config.{ACCUMULATION}",
+            )
+        if not 1 <= self.total_steps <= MAX_TOTAL_STEPS:
+            raise SpecError(
+                f"plans {self.total_steps} optimizer steps ({self.epochs} epochs of "
+                f"{self.dataset.size} samples in batches of {self.batch_size}); a run trains "
+                f"1 to {MAX_TOTAL_STEPS}",
+                field="config.batch_size" if self.total_steps < 1 else "config.epochs",
             )
         from pol_chain.format._json import canonical_json
 

@@ -132,13 +132,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         POLCHAIN_HOME=str(root / "trainer" / "home"),
         POLCHAIN_STORE_BACKEND="kubo",
         POLCHAIN_KUBO_API=api,
-        PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        PYTHONPATH=_python_path(site),
     )
     try:
         yield {"root": root, "kubo": kubo, "api": api, "trainer": trainer, "samples": samples}
     finally:
         trainer.run("chain", "down", check=False)
         kubo.stop()
+
+
+def _python_path(site: Path) -> str:
+    """``site`` before the inherited path, with no empty entry (one would put the working
+    folder on the path by accident)."""
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join([str(site), *inherited])
 
 
 def _agent(world: dict[str, Any], name: str, *, fakelib: bool = True) -> Cli:
@@ -150,7 +157,7 @@ def _agent(world: dict[str, Any], name: str, *, fakelib: bool = True) -> Cli:
         site = world["root"] / f"{name}-site"
         if not site.exists():
             _fake_distribution(site)
-        extra["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+        extra["PYTHONPATH"] = _python_path(site)
     return make_cli(
         world["root"] / name,
         POLCHAIN_RPC_URL=ledger["url"],
