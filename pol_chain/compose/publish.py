@@ -276,9 +276,18 @@ class Publisher:
         Idempotent: a run the chain already finalized with this model (e.g. a finalize
         whose reply was lost, re-sent from the journal) gives its recorded claim."""
         from pol_chain.ledger.types import FinalizeResult, RunStatus, TxInfo
+        from pol_chain.proof.errors import ProofError
+        from pol_chain.proof.manifest import check_final_model
 
         self.sync()
         digest, cid, _ = self.model()
+        try:
+            check_final_model(self.proof_dir)
+        except (ProofError, FormatError, OSError) as exc:
+            raise ProofDiverged(
+                f"not claiming a model no verifier would pass: {exc}",
+                hint="finalize the run with its own recorder (close(final=True))",
+            ) from None
         spec_file = self.proof_dir / SPEC_FILE
         if spec_file.is_file():
             spec = TaskSpec.from_bytes(spec_file.read_bytes())

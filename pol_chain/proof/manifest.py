@@ -31,6 +31,7 @@ __all__ = [
     "ArtefactSource",
     "DirectorySource",
     "ProofStatus",
+    "check_final_model",
     "inspect_proof",
     "read_manifest",
 ]
@@ -148,3 +149,36 @@ def inspect_proof(proof_dir: Path | str) -> ProofStatus:
         finalized=manifest.final is not None,
         leftovers=tuple(leftovers),
     )
+
+
+def check_final_model(proof_dir: Path | str) -> None:
+    """Raise :class:`IntegrityError` unless ``proof_dir``'s final model is one a verifier
+    can pass: written after at least one step, at the last checkpoint, and that
+    checkpoint's model (the check a claim deserves before it goes on chain; a verifier
+    would refute the claim, but only once someone challenges it)."""
+    from pol_chain.proof.engine import model_tensors
+    from pol_chain.proof.serialization import digest_model, load_checkpoint_bytes
+
+    root = Path(proof_dir)
+    manifest = read_manifest(root)
+    final, entries = manifest.final, manifest.entries
+    if final is None or not entries:
+        raise IntegrityError(f"{root} has no final model")
+    last = entries[-1]
+    if final.step < 1 or last.step < 1:
+        raise IntegrityError(f"{root}: the final model comes from no training step")
+    if (final.index, final.step) != (last.index, last.step):
+        raise IntegrityError(
+            f"{root}: the final model is said to be checkpoint {final.index} at step "
+            f"{final.step}, the last checkpoint is {last.index} at step {last.step}"
+        )
+    data = (root / last.checkpoint.file).read_bytes()
+    if hashlib.sha256(data).digest() != last.checkpoint.sha256:
+        raise IntegrityError(f"{root / last.checkpoint.file} does not hash to its digest")
+    tensors, _ = load_checkpoint_bytes(data, f"checkpoint {last.index}")
+    digest = digest_model(model_tensors(tensors))
+    if digest != final.model.sha256:
+        raise IntegrityError(
+            f"{root}: the final model {to_hex(final.model.sha256)} is not the last "
+            f"checkpoint's model {to_hex(digest)}"
+        )

@@ -98,3 +98,31 @@ def test_unreachable_store_delays_attestation_but_loses_nothing(tmp_path: Path) 
     finally:
         kubo.stop()
         trainer.run("chain", "down", check=False)
+
+
+def test_finalize_refuses_a_model_that_is_not_the_last_checkpoints(
+    trained: tuple[Cli, dict[str, Any]],
+) -> None:
+    """A second run that puts the honest run's model file in its directory (manifest
+    resealed) cannot claim it (before: the claim went on chain, and stood until
+    someone challenged it)."""
+    import hashlib
+    import json
+    import shutil
+
+    from pol_chain.format import canonical_json
+
+    cli, honest = trained
+    cli.json("train", "digits", "--epochs", "1", "-k", "5", "--set", "lr.base=0.02",
+             "--out", "runs/copycat", "--no-finalize")  # fmt: skip
+    proof = cli.workdir / "runs" / "copycat"
+    shutil.copyfile(cli.workdir / honest["model_path"], proof / "model.safetensors")
+    manifest = json.loads((proof / "manifest.json").read_bytes())
+    stolen = hashlib.sha256((proof / "model.safetensors").read_bytes()).hexdigest()
+    manifest["final"]["model"]["sha256"] = "0x" + stolen
+    (proof / "manifest.json").write_bytes(canonical_json(manifest))
+    proc = cli.run("finalize", "runs/copycat", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "is not the last checkpoint's model" in proc.stderr, proc.stderr
+    owner = cli.json("owner", honest["model_digest"])
+    assert owner["run_id"] == honest["run_id"]
