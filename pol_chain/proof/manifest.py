@@ -78,6 +78,9 @@ class DirectorySource:
             for number, shard in enumerate(index.shards if index else ()):
                 self._paths[shard.sha256] = self.root / DATA_DIR / shard_file_name(number)
         manifest = self.manifest()
+        # the spec the manifest names is the directory's spec.json, whatever it hashes to
+        # (the verifier hashes it): an edited spec fails as one, not "not available"
+        self._paths.setdefault(manifest.spec_sha256, self.root / SPEC_FILE)
         for entry in manifest.entries:
             for ref in entry.refs():
                 self._paths[ref.sha256] = self.root / ref.file

@@ -250,6 +250,18 @@ def test_tampered_spec_is_invalid(proof_copy: Path) -> None:
     assert report.reason_codes == ["spec_invalid"]
 
 
+def test_an_edited_spec_file_is_invalid_not_missing(proof_copy: Path) -> None:
+    """spec.json edited, manifest untouched (before: "spec ... is not available", an error
+    instead of a verdict, though the file is right there)."""
+    path = proof_copy / "spec.json"
+    spec = json.loads(path.read_bytes())
+    spec["config"]["lr"]["base"] *= 2
+    path.write_bytes(canonical_json(spec))
+    report = _verify(proof_copy)
+    assert report.reason_codes == ["spec_invalid"]
+    assert "does not hash to the committed" in " ".join(report.checks["spec"].details)
+
+
 def test_digits_reaches_90_percent(tmp_path: Path) -> None:
     result = train(
         make_spec("pol_chain.tasks.digits:build"), tmp_path / "p", RUN_ID, RUN_SEED, threads=2
