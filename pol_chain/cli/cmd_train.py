@@ -286,8 +286,8 @@ def train(
     _import_from_here()
     out = out or Path("runs") / task.replace(":", "_").replace(".", "_")
     done: Manifest | None = None
+    config = _config(epochs, k, set_values, config_file)
     if resume:
-        config = _config(epochs, k, set_values, config_file)
         binding, client, store = open_bound(settings, out, account)
         spec = TaskSpec.from_bytes((out / SPEC_FILE).read_bytes())
         _check_resume_settings(task, spec, config)
@@ -296,7 +296,6 @@ def train(
                 info(f"{flag} is not read again on --resume: the run goes on as registered")
         done = _finished(out)
     else:
-        config = _config(epochs, k, set_values, config_file)
         spec, _ = prepare_spec(settings, task, config, out, data=data, parent=parent)
         binding, client, store, spec = register_spec(settings, spec, out, account)
         if not json_out:

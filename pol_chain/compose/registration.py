@@ -21,6 +21,7 @@ from pol_chain.format import (
     SPEC_FILE,
     FormatError,
     RunBinding,
+    engine_config_problem,
     to_hex,
 )
 
@@ -141,6 +142,8 @@ def parse_overrides(pairs: list[str], config_file: Path | None = None) -> dict[s
 
     merged: dict[str, Any] = {}
     if config_file is not None:
+        unreadable = f"cannot read config file {config_file}"
+        too_deep = f"nested more than {MAX_CONFIG_DEPTH} deep"
         try:
             if config_file.stat().st_size > MAX_CONFIG_FILE_BYTES:
                 raise ValueError(f"larger than {MAX_CONFIG_FILE_BYTES} bytes")
@@ -150,16 +153,14 @@ def parse_overrides(pairs: list[str], config_file: Path | None = None) -> dict[s
                 if config_file.suffix == ".json"
                 else tomllib.loads(text)
             )
-        except (OSError, ValueError, RecursionError) as exc:
-            if isinstance(exc, RecursionError):
-                exc = ValueError(f"nested more than {MAX_CONFIG_DEPTH} deep")
-            raise ConfigOverrideError(f"cannot read config file {config_file}: {exc}") from None
+        except RecursionError:  # the parsers recurse per level: deeper than Python's stack
+            raise ConfigOverrideError(f"{unreadable}: {too_deep}") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigOverrideError(f"{unreadable}: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigOverrideError(f"config file {config_file} is not a table/object")
         if _depth(loaded) > MAX_CONFIG_DEPTH:
-            raise ConfigOverrideError(
-                f"cannot read config file {config_file}: nested more than {MAX_CONFIG_DEPTH} deep"
-            )
+            raise ConfigOverrideError(f"{unreadable}: {too_deep}")
         merged = loaded
     seen: set[str] = set()
     for pair in pairs:
@@ -368,10 +369,9 @@ def build_spec(
             hint="run from the folder that holds its module, or put that folder on PYTHONPATH",
         ) from None
     merged = apply_overrides(defaults, config or {}) if defaults is not None else dict(config or {})
-    for key in ("batch_size", "epochs", "k", ACCUMULATION):  # the engine's, before the task's
-        value = merged.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigOverrideError(f"config {key} must be a positive integer, got {value!r}")
+    problem = engine_config_problem(merged)  # the spec's own rule, before the task builds
+    if problem is not None:
+        raise ConfigOverrideError(f"config {problem[0]} {problem[1]}")
     try:
         return make_spec(entry, merged, dataset=dataset, init=init)
     except PolchainError:

@@ -103,7 +103,14 @@ from pol_chain.format.rounds import (
     parse_any_manifest,
 )
 from pol_chain.format.segment import Segment, SegmentStep
-from pol_chain.format.spec import ACCUMULATION, DatasetCommitment, InitRule, Locator, TaskSpec
+from pol_chain.format.spec import (
+    ACCUMULATION,
+    DatasetCommitment,
+    InitRule,
+    Locator,
+    TaskSpec,
+    engine_config_problem,
+)
 
 __all__ = [
     "ACCUMULATION",
@@ -190,6 +197,7 @@ __all__ = [
     "segment_name",
     "shard_file_name",
     "shard_tensor_name",
+    "engine_config_problem",
     "to_hex",
     "write_bundle",
 ]

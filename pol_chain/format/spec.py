@@ -206,6 +206,16 @@ class InitRule:
         return cls.from_json(dict(value))
 
 
+def engine_config_problem(config: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first engine key of ``config`` (batch size, epochs, k, accumulation) that is
+    not a positive integer, with what is wrong; None when all are."""
+    for key in (*_REQUIRED_CONFIG, ACCUMULATION):
+        value = config.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return key, f"must be a positive integer, got {value!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class TaskSpec(CanonicalRecord):
     """A parsed, validated run spec; :attr:`digest` is SHA-256 of :meth:`to_bytes`.
@@ -233,10 +243,9 @@ class TaskSpec(CanonicalRecord):
         object.__setattr__(self, "init", InitRule.coerce(self.init))
         if self.version == 1 and (self.init.run_id or self.init.model_cid or self.dataset.index):
             raise SpecError("a v1 spec has no locators", field="init")
-        for key in (*_REQUIRED_CONFIG, ACCUMULATION):
-            value = self.config.get(key, 1)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SpecError(f"must be a positive integer, got {value!r}", field=f"config.{key}")
+        problem = engine_config_problem(self.config)
+        if problem is not None:
+            raise SpecError(problem[1], field=f"config.{problem[0]}")
         if self.batch_size % self.accumulation:
             raise SpecError(
                 f"batch_size {self.batch_size} is not a multiple of {self.accumulation} "

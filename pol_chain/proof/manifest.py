@@ -168,7 +168,7 @@ def check_final_model(proof_dir: Path | str) -> None:
     if final is None or not entries:
         raise IntegrityError(f"{root} has no final model")
     last = entries[-1]
-    if final.step < 1 or last.step < 1:
+    if final.step < 1:
         raise IntegrityError(f"{root}: the final model comes from no training step")
     if (final.index, final.step) != (last.index, last.step):
         raise IntegrityError(
