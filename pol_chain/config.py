@@ -36,7 +36,7 @@ class Settings:
 
     home: Path = field(default_factory=lambda: data_dir())
     rpc_url: str = ""
-    anvil_port: int = 8545
+    anvil_port: int | None = None  # None: the data folder picks (8545 unless taken)
     keystore: str = ""
     account_index: int = 0
     verifier_account_index: int = 1
@@ -137,9 +137,11 @@ CONFIG_TEMPLATE = """\
 # POLCHAIN_<KEY> (e.g. POLCHAIN_RPC_URL) and most with a command-line flag.
 
 [chain]
-# Empty: pol_chain runs its own Anvil (state kept in this folder) on anvil_port.
+# Empty: pol_chain runs its own Anvil (state kept in this folder).
 rpc_url = ""
-anvil_port = 8545
+# Unset: that Anvil listens on 8545, or on a free port when 8545 is taken, and keeps the
+# port it got (chain/anvil.port). Set: exactly this port, refused when taken.
+# anvil_port = 8545
 # Encrypted eth-account keystore for non-local chains; the password comes from
 # POLCHAIN_KEYSTORE_PASSWORD or a prompt. Empty: Anvil's dev accounts.
 keystore = ""

@@ -21,6 +21,7 @@ from pol_chain.errors import PolchainError
 from pol_chain.ledger.errors import (
     AnvilNotInstalled,
     AnvilPortTaken,
+    AnvilRunsElsewhere,
     AnvilStartFailed,
     ChainStateCorrupt,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "EmbeddedChain",
     "find_anvil",
     "free_port",
+    "port_is_free",
     "read_state",
     "rpc_answers",
 ]
@@ -153,8 +155,33 @@ def _atomic_write(dst: Path, data: bytes) -> None:
             os.close(fd)
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a TCP listener could bind ``host:port`` now (nothing listens there)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _cmdline_port(cmdline: bytes) -> int | None:
+    """The ``--port`` an Anvil command line names (None when it names none)."""
+    args = cmdline.split(b"\0")
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag == b"--port" and value.isdigit() and 0 < int(value) < 65536:
+            return int(value)
+    return None
+
+
 class EmbeddedChain:
     """Start (or reuse) Anvil on ``host:port`` with state in ``<data>/chain/``.
+
+    With no ``port`` the folder picks its own: the port of its Anvil when one runs, else
+    the one it used last (``chain/anvil.port``), else 8545; when that is taken by anything
+    else, a free port. The port it starts on is remembered, so a folder keeps its URL.
+    A given ``port`` is used as it is, and a node there that is not this folder's is
+    refused.
 
     ``start()`` reuses the node answering at the URL only when it is this folder's own
     Anvil (its pid file names a live process whose command line names this state file);
@@ -175,14 +202,15 @@ class EmbeddedChain:
         self,
         data: str | Path | None = None,
         *,
-        port: int = DEFAULT_PORT,
+        port: int | None = None,
         host: str = "127.0.0.1",
         chain_id: int | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data = (Path(data) if data is not None else data_dir()).resolve()
-        self.port = port
+        self.fixed_port = port is not None
         self.host = host
+        self.port = port if port is not None else self._known_port()
         self.chain_id = chain_id
         self.extra_args = extra_args
         self.reused = False
@@ -222,6 +250,31 @@ class EmbeddedChain:
         return self.chain_dir / "anvil.log"
 
     @property
+    def port_file(self) -> Path:
+        """The port this folder's Anvil last started on (an automatic port's memory)."""
+        return self.chain_dir / "anvil.port"
+
+    def _running_port(self) -> int | None:
+        """The port of this folder's live Anvil (from its command line), if one runs."""
+        pid = self._recorded_pid()
+        if pid is None or not _alive(pid):
+            return None
+        cmdline = _cmdline(pid)
+        if cmdline is None or str(self.state_file).encode() not in cmdline.split(b"\0"):
+            return None
+        return _cmdline_port(cmdline)
+
+    def _known_port(self) -> int:
+        running = self._running_port()
+        if running is not None:
+            return running
+        with contextlib.suppress(OSError, ValueError):
+            port = int(self.port_file.read_text().strip())
+            if 0 < port < 65536:
+                return port
+        return DEFAULT_PORT
+
+    @property
     def pid(self) -> int | None:
         """The pid of the Anvil this manager (or the pid file) knows of."""
         return self._proc.pid if self._proc is not None else self._recorded_pid()
@@ -254,16 +307,28 @@ class EmbeddedChain:
     def start(self, timeout: float = 20.0) -> str:
         """Start Anvil unless this folder's own answers already; return the URL."""
         with self._start_lock():
+            running = self._running_port()
+            if running is not None and running != self.port:
+                if self.fixed_port:  # a second Anvil on one state file would fork it
+                    raise AnvilRunsElsewhere(self.port, running)
+                self.port = running
             if self.is_running():
                 if not self.is_ours():
-                    raise AnvilPortTaken(self.url, self.port, str(self.state_file))
-                self.reused = True
-                with contextlib.suppress(OSError):  # best effort: never fails a command
-                    self._refresh_good_copy()
-                return self.url
+                    if self.fixed_port:
+                        raise AnvilPortTaken(self.url, self.port, str(self.state_file))
+                    self.port = free_port()
+                else:
+                    self.reused = True
+                    with contextlib.suppress(OSError):  # best effort: never fails a command
+                        self._refresh_good_copy()
+                    return self.url
+            elif not self.fixed_port and not port_is_free(self.port, self.host):
+                self.port = free_port()  # a listener that does not speak JSON-RPC
             binary = find_anvil()
             durable = self._check_state()
             self._launch(binary, timeout)
+            with contextlib.suppress(OSError):  # only a later start's preference
+                _atomic_write(self.port_file, f"{self.port}\n".encode())
             self._reconcile(durable)
             return self.url
 

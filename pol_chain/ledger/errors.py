@@ -22,6 +22,7 @@ __all__ = [
     "AlreadyAttested",
     "AnvilNotInstalled",
     "AnvilPortTaken",
+    "AnvilRunsElsewhere",
     "AnvilStartFailed",
     "BondTooLarge",
     "ChainStateCorrupt",
@@ -106,8 +107,8 @@ class AnvilStartFailed(PolchainLedgerError):
     def __init__(self, url: str, log_tail: str) -> None:
         super().__init__(
             f"anvil did not answer at {url}: {log_tail.strip()[-300:] or 'no output'}",
-            hint="is the port taken by another program? set anvil_port in config.toml "
-            "(or POLCHAIN_ANVIL_PORT) to a free port",
+            hint="is the port taken by another program? unset anvil_port in config.toml "
+            "and POLCHAIN_ANVIL_PORT (a free port is then picked), or set it to a free port",
         )
 
 
@@ -120,8 +121,21 @@ class AnvilPortTaken(PolchainLedgerError):
         super().__init__(
             f"a node that is not this data folder's Anvil (state {state_file}) answers at "
             f"{url}; refusing to use another folder's chain",
-            hint=f"set anvil_port in config.toml (or POLCHAIN_ANVIL_PORT) to a free port, "
-            f"or stop whatever listens on port {port}",
+            hint=f"unset anvil_port in config.toml and POLCHAIN_ANVIL_PORT (the folder then "
+            f"picks a free port), set it to a free port, or stop what listens on port {port}",
+        )
+
+
+class AnvilRunsElsewhere(PolchainLedgerError):
+    """This data folder's Anvil runs on another port than the one configured."""
+
+    def __init__(self, port: int, running: int) -> None:
+        self.port = port
+        self.running = running
+        super().__init__(
+            f"this data folder's Anvil runs on port {running}, not the configured {port}; "
+            "a second node on the same state would fork the chain",
+            hint="`polchain chain down` first to move it, or unset anvil_port to use it",
         )
 
 

@@ -58,6 +58,30 @@ def test_another_folders_anvil_on_the_port_is_refused(tmp_path: Path) -> None:
         other.stop()
 
 
+@pytest.mark.fault("wrong_verdict")
+def test_with_no_port_set_a_taken_port_is_not_an_error(tmp_path: Path) -> None:
+    """No anvil_port anywhere (``polchain init``'s config leaves it commented out): the
+    folder's remembered port held by another folder's Anvil moves it to a free port it
+    keeps (before: every command refused until a port was configured)."""
+    other = EmbeddedChain(tmp_path / "other", port=free_port())
+    other.start()
+    cli = make_cli(tmp_path / "project")
+    del cli.env["POLCHAIN_ANVIL_PORT"]
+    try:
+        cli.run("init")
+        mine = EmbeddedChain(tmp_path / "project" / ".polchain")
+        mine.port_file.parent.mkdir(parents=True, exist_ok=True)
+        mine.port_file.write_text(f"{other.port}\n")
+        up = cli.json("chain", "up")
+        assert up["reused"] is False and up["url"] != other.url
+        status = cli.json("chain", "status")
+        assert status["running"] and status["url"] == up["url"]
+        assert cli.json("chain", "up")["reused"] is True
+    finally:
+        cli.run("chain", "down", check=False)
+        other.stop()
+
+
 @pytest.mark.parametrize(
     ("config", "args", "needle"),
     [

@@ -15,7 +15,7 @@ from pol_chain.compose.context import open_ledger
 from pol_chain.config import Settings
 from pol_chain.ledger import errors
 from pol_chain.ledger.accounts import create_keystore, dev_account, load_keystore, resolve_account
-from pol_chain.ledger.anvil import EmbeddedChain, find_anvil, free_port
+from pol_chain.ledger.anvil import EmbeddedChain, find_anvil, free_port, rpc_answers
 from pol_chain.ledger.client import LedgerClient, connect_web3
 from pol_chain.ledger.deployments import Deployment, Deployments, ensure_deployed, load_deployed
 from pol_chain.ledger.types import RunStatus
@@ -53,6 +53,45 @@ def test_chain_state_survives_restart(tmp_path: Path) -> None:
         assert third.reused
     finally:
         again.stop()
+
+
+def test_a_folder_without_a_port_finds_one_and_keeps_it(tmp_path: Path) -> None:
+    """With no anvil_port a data folder never fails on a taken port (before: the default
+    8545 held by another folder's Anvil refused every command): it moves to a free port,
+    remembers it, and every later manager finds its node there; a port the user fixed
+    that differs from the running node's is refused rather than forking its state."""
+    import socket
+
+    other = EmbeddedChain(tmp_path / "other", port=free_port())
+    other.start()
+    squatter = socket.socket()  # a listener that does not speak JSON-RPC
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    mine = tmp_path / "mine"
+    try:
+        for taken in (other.port, squatter.getsockname()[1]):
+            node = EmbeddedChain(mine)
+            node.port_file.parent.mkdir(parents=True, exist_ok=True)
+            node.port_file.write_text(f"{taken}\n")  # the port it had is someone else's now
+            node = EmbeddedChain(mine)
+            assert node.port == taken
+            node.start()
+            try:
+                assert node.port != taken and not node.reused
+                assert int(node.port_file.read_text()) == node.port
+                assert rpc_answers(node.url) == 31337
+                found = EmbeddedChain(mine)
+                assert found.port == node.port  # from the running node's command line
+                assert found.start() == node.url and found.reused
+                with pytest.raises(errors.AnvilRunsElsewhere, match="would fork"):
+                    EmbeddedChain(mine, port=free_port()).start()
+            finally:
+                assert node.stop()
+            assert EmbeddedChain(mine).port == node.port  # remembered when stopped
+        assert EmbeddedChain(tmp_path / "other").start() == other.url  # untouched
+    finally:
+        squatter.close()
+        other.stop()
 
 
 def test_unreachable_rpc_is_one_clear_error() -> None:
