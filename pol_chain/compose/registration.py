@@ -325,7 +325,11 @@ def prepare_spec(
             found = resolve_parent(ledger, open_store(settings), parent)
     dataset = commit_data(settings, data, out) if data is not None else None
     spec = build_spec(
-        task, config, dataset=dataset, init=None if found is None else found.init_rule()
+        task,
+        config,
+        dataset=dataset,
+        init=None if found is None else found.init_rule(),
+        samples=open_data(out) if dataset is not None else None,
     )
     if found is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -339,10 +343,12 @@ def build_spec(
     *,
     dataset: DatasetCommitment | None = None,
     init: InitRule | None = None,
+    samples: Any = None,
 ) -> TaskSpec:
     """Build the run spec of ``task`` with ``config`` overriding the task's defaults
     (checked against them: keys, types), training on ``dataset`` when given (a committed
-    dataset, see :func:`commit_data`) or the data the task builds."""
+    dataset, see :func:`commit_data`, whose ``samples`` the task is then built on) or the
+    data the task builds."""
     import sys
 
     from pol_chain.proof import make_spec
@@ -373,7 +379,7 @@ def build_spec(
     if problem is not None:
         raise ConfigOverrideError(f"config {problem[0]} {problem[1]}")
     try:
-        return make_spec(entry, merged, dataset=dataset, init=init)
+        return make_spec(entry, merged, dataset=dataset, init=init, data=samples)
     except PolchainError:
         raise
     except Exception as exc:  # noqa: BLE001 - the task's own code refused this config

@@ -38,7 +38,7 @@ from pol_chain.integrations._common import (
 from pol_chain.proof.engine import ReplayJob, TrainState
 from pol_chain.proof.recorder import Recorder
 from pol_chain.proof.seeds import seed_global_rng
-from pol_chain.proof.task import TaskBundle
+from pol_chain.proof.task import TaskBundle, TrainerPlan
 
 __all__ = [  # and PolchainTrainer, built when first used (module __getattr__)
     "PolchainTrainerCallback",
@@ -108,6 +108,16 @@ _FREE_ARGUMENTS = frozenset(
 _FREE_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "trackio_")
 
 
+_BEST_MODEL = (
+    "load_best_model_at_end would end the run on an earlier checkpoint's weights, and the "
+    "proof claims the model of its last step"
+)
+_BEST_MODEL_HINT = (
+    "drop it: EarlyStoppingCallback without it stops the run where the metric stalled, "
+    "and the proof finalizes there"
+)
+
+
 def _is_free(argument: str) -> bool:
     return argument in _FREE_ARGUMENTS or argument.startswith(_FREE_PREFIXES)
 
@@ -129,19 +139,38 @@ def hf_task(
     ``TrainingArguments`` (``learning_rate``, ``gradient_accumulation_steps``,
     ``max_grad_norm``, ``lr_scheduler_type``, …: what replay depends on) over
     ``total_steps`` optimizer steps; its replay is :func:`replay_segments`."""
-    _transformers()
+    tf = _transformers()
     if int(total_steps) <= 0:
         raise IntegrationError("total_steps must be positive")
+    if arguments.get("load_best_model_at_end"):
+        raise IntegrationError(_BEST_MODEL, hint=_BEST_MODEL_HINT)
     arguments.setdefault("gradient_accumulation_steps", 1)
     for key in _QUIET:
         arguments.pop(key, None)
+    with tempfile.TemporaryDirectory(prefix="polchain-hf-") as out:
+        try:  # refused here, where the task is built, not once it trains or replays
+            tf.TrainingArguments(output_dir=out, **{**_QUIET, **arguments})
+        except (TypeError, ValueError) as exc:
+            raise IntegrationError(
+                f"TrainingArguments refuse the task's arguments: {exc}",
+                hint="check the arguments passed to hf_task()",
+            ) from None
     return TaskBundle(
         model=model,
         dataset=dataset,
         collate=collate,
         replayer=replay_segments,
         framework={_KEY: {"arguments": dict(arguments), "total_steps": int(total_steps)}},
+        plan=TrainerPlan(
+            micro_batches=int(arguments["gradient_accumulation_steps"]),
+            micro_batch_size=_optional_int(arguments.get("per_device_train_batch_size")),
+            total_steps=int(total_steps),
+        ),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _settings(bundle: TaskBundle) -> tuple[dict[str, Any], int]:
@@ -156,6 +185,8 @@ def training_arguments(bundle: TaskBundle, output_dir: str, **extra: Any) -> Any
     not touch a training step (``max_steps``, ``dataloader_num_workers``, logging, saving,
     evaluation), never the task's settings or another argument replay depends on."""
     settings, _ = _settings(bundle)
+    if extra.get("load_best_model_at_end"):
+        raise IntegrationError(_BEST_MODEL, hint=_BEST_MODEL_HINT)
     clash = sorted(k for k in extra if k in settings and extra[k] != settings[k])
     if clash:
         raise IntegrationError(f"the task fixes {', '.join(clash)}: it cannot be changed here")
@@ -323,6 +354,8 @@ def _classes() -> tuple[type, type, type]:
                 )
             if args.fp16:
                 raise IntegrationError("fp16 with a gradient scaler is not recorded: use bf16")
+            if args.load_best_model_at_end:
+                raise IntegrationError(_BEST_MODEL, hint=_BEST_MODEL_HINT)
             model = kw["model"]
             live = _state(model, kw["optimizer"], kw.get("lr_scheduler"))
             rec.attach(live.optimizers, live.schedulers)  # a resume restores them here

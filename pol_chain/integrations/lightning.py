@@ -40,7 +40,7 @@ from pol_chain.integrations._common import (
 from pol_chain.proof.engine import ReplayJob, TrainState
 from pol_chain.proof.recorder import Recorder
 from pol_chain.proof.seeds import seed_global_rng
-from pol_chain.proof.task import TaskBundle
+from pol_chain.proof.task import TaskBundle, TrainerPlan
 
 __all__ = [
     "PolchainCallback",
@@ -82,6 +82,7 @@ def lightning_task(
         collate=collate,
         replayer=replay_segments,
         framework={_KEY: settings},
+        plan=TrainerPlan(micro_batches=int(accumulate_grad_batches)),
     )
 
 

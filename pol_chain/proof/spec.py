@@ -12,7 +12,15 @@ from typing import Any
 
 import torch
 
-from pol_chain.format import DatasetCommitment, InitRule, Locator, TaskSpec, to_hex, write_bundle
+from pol_chain.format import (
+    ACCUMULATION,
+    DatasetCommitment,
+    InitRule,
+    Locator,
+    TaskSpec,
+    to_hex,
+    write_bundle,
+)
 from pol_chain.proof.bundle import collect_bundle
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.dataset import MerkleTree
@@ -79,17 +87,25 @@ def make_spec(
     deterministic: bool = True,
     project: Path | str | None = None,
     dataset: DatasetCommitment | None = None,
+    data: Any = None,
 ) -> TaskSpec:
     """Build a spec for task ``entry``: merges the task's ``DEFAULT_CONFIG`` with
     ``config``, packs its code bundle (its digest and size; the CID is added when it is
-    stored), and commits to the dataset the task builds (or takes ``dataset``)."""
+    stored), and commits to the dataset the task builds (or takes ``dataset``, whose
+    samples ``data`` holds: the task is then built on them). The task built is checked
+    against the spec: a framework task whose trainer settings give another run shape
+    (:class:`~pol_chain.proof.task.TrainerPlan`) is refused."""
     fn = resolve_task(entry)
     defaults = getattr(sys.modules[fn.__module__], "DEFAULT_CONFIG", {})
     cfg = {**defaults, **dict(config or {})}
     code = bundle_bytes(entry, project)
+    built: TaskBundle | None = None
     if dataset is None:
-        dataset = commit_task_dataset(fn(cfg, torch.device("cpu")))
-    return TaskSpec(
+        built = fn(cfg, torch.device("cpu"))
+        dataset = commit_task_dataset(built)
+    elif data is not None:
+        built = fn(cfg, torch.device("cpu"), dataset=data)  # type: ignore[call-arg]
+    spec = TaskSpec(
         entry=entry,
         config=cfg,
         init=InitRule.coerce(init),
@@ -97,3 +113,12 @@ def make_spec(
         environment=environment_facts(device, deterministic),
         bundle=Locator(sha256(code), None, len(code)),
     )
+    problem = built.plan.problem(spec) if built is not None else None
+    if problem is not None:
+        error = SpecError(f"task {entry}: {problem}")
+        error.hint = (
+            f"derive the trainer settings from the config ({ACCUMULATION}, batch_size, "
+            "epochs), so that the two agree"
+        )
+        raise error
+    return spec

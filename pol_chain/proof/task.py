@@ -42,6 +42,7 @@ __all__ = [
     "StepInput",
     "TaskBundle",
     "TaskFn",
+    "TrainerPlan",
     "check_source",
     "configure_determinism",
     "resolve_task",
@@ -66,6 +67,29 @@ class StepInput:
         gen = torch.Generator(device=device)
         gen.manual_seed(int(self.seeds[purpose]))
         return gen
+
+
+@dataclass(frozen=True)
+class TrainerPlan:
+    """What a framework task's own trainer settings fix of a run's shape (None: not
+    fixed); registration checks it against the spec, so a run that its trainer would
+    refuse is never registered."""
+
+    micro_batches: int | None = None
+    micro_batch_size: int | None = None
+    total_steps: int | None = None
+
+    def problem(self, spec: TaskSpec) -> str | None:
+        """How the spec's config disagrees with these settings (None when it does not)."""
+        wanted = (
+            (self.micro_batches, spec.accumulation, "micro-batches a step"),
+            (self.micro_batch_size, spec.micro_batch_size, "samples a micro-batch"),
+            (self.total_steps, spec.total_steps, "optimizer steps"),
+        )
+        for task, run, what in wanted:
+            if task is not None and task != run:
+                return f"its trainer settings give {task} {what}, its config {run}"
+        return None
 
 
 @dataclass
@@ -96,6 +120,8 @@ class TaskBundle:
     framework: Mapping[str, Any] = field(default_factory=dict)
     """What a framework's replayer depends on (``pol_chain.integrations``: the trainer
     settings the task fixes), read by training and replay alike."""
+    plan: TrainerPlan = field(default_factory=TrainerPlan)
+    """The run shape those trainer settings fix, checked against the spec."""
 
     def __post_init__(self) -> None:
         if not self.optimizers and self.optimizer is not None:

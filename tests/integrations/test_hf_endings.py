@@ -227,3 +227,54 @@ def test_evaluation_during_training_leaves_a_proof_that_replays(tmp_path: Path) 
     assert any("eval_loss" in entry for entry in trainer.state.log_history)
     rec.close(final=True)
     _bitwise(_verify(proof, binding))
+
+
+MISMATCHED_TASK = """
+from typing import Any
+import torch
+from pol_chain.integrations.hf import hf_task
+from hf_batchnorm import Net, Points
+
+DEFAULT_CONFIG: dict[str, Any] = {"batch_size": 16, "k": 4, "epochs": 1}
+ARGUMENTS: dict[str, Any] = {"gradient_accumulation_steps": 2}
+
+def build(config: dict[str, Any], device: torch.device) -> Any:
+    return hf_task(Net(), Points(), total_steps=16, learning_rate=0.01, **ARGUMENTS)
+"""
+
+
+def test_a_task_its_own_trainer_would_refuse_is_refused_when_built(tmp_path: Path) -> None:
+    """Before, each was registered (a transaction, a run id) and failed only once it
+    trained: trainer settings that give the run another shape than its config (2
+    micro-batches a step against a config of 1; 16 steps against ``epochs=4``'s 64), a
+    ``TrainingArguments`` argument transformers does not take (a bare ``TypeError``), and
+    ``load_best_model_at_end`` (the final weights an earlier checkpoint's, not the last
+    step's the proof claims)."""
+    from pol_chain.format import SpecError
+    from pol_chain.integrations import IntegrationError
+    from pol_chain.integrations.hf import training_arguments
+    from pol_chain.proof import make_spec
+
+    with pytest.raises(SpecError, match="give 16 optimizer steps, its config 64") as caught:
+        make_spec(ENTRY, {"epochs": 4}, project=PROJECT)  # the task plans one epoch
+    assert "grad_accumulation" in caught.value.hint
+    (tmp_path / "mismatched.py").write_text(MISMATCHED_TASK)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(SpecError, match="give 2 micro-batches a step, its config 1"):
+            make_spec("mismatched:build", {}, project=tmp_path)
+        module = sys.modules["mismatched"]
+        module.ARGUMENTS = {"warmup_ratio": 0.1}  # dropped by transformers 5
+        with pytest.raises(IntegrationError, match="TrainingArguments refuse .*warmup_ratio"):
+            make_spec("mismatched:build", {}, project=tmp_path)
+        module.ARGUMENTS = {"load_best_model_at_end": True}
+        with pytest.raises(IntegrationError, match="load_best_model_at_end would end the run"):
+            make_spec("mismatched:build", {}, project=tmp_path)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("mismatched", None)
+    binding, bundle, rec = _start(tmp_path / "proof")
+    with pytest.raises(IntegrationError, match="load_best_model_at_end") as caught:
+        training_arguments(bundle, str(tmp_path / "out"), load_best_model_at_end=True)
+    assert "EarlyStoppingCallback" in caught.value.hint
+    rec.close(final=False)
