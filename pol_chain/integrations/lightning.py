@@ -207,6 +207,16 @@ def _make_callback_classes() -> tuple[type, type]:
                     f"the run has {left} steps left, in one pass of its batch sampler",
                     hint="pass max_epochs=1 (the run's sampler spans all of its epochs)",
                 )
+            loader = trainer.train_dataloader
+            if not rec.is_run_order(getattr(loader, "batch_sampler", None)):
+                # replay trains on the recorded (the run's) order: any other is refuted
+                raise IntegrationError(
+                    "the training DataLoader does not draw the run's batches (its own "
+                    "shuffle or sampler, a DataModule's loader?): the proof records the "
+                    "run's order, so its verifier would refute every segment",
+                    hint="pass train_loader(bundle, recorder) to fit(), made after the "
+                    "Recorder (num_workers and other loader options are yours)",
+                )
             rec.attach(state.optimizers, state.schedulers, state.scaler)  # a resume restores
             self._first_step = rec.step
             if self.accumulation > 1:  # a stop between micro-batches must undo a forward

@@ -304,6 +304,17 @@ class Recorder:
         from step ``start`` (default: the next step) to the end of training."""
         return RunBatchSampler(self.sampler(), self.step if start is None else start)
 
+    def is_run_order(self, batch_sampler: Any) -> bool:
+        """Whether ``batch_sampler`` is this run's data order from its next step (a
+        :meth:`batch_sampler` of this recorder, or its equal)."""
+        if not isinstance(batch_sampler, RunBatchSampler):
+            return False
+        mine, theirs = self.sampler(), batch_sampler.sampler
+        shape = ("run_seed", "size", "batch_size", "epochs", "accumulation")
+        return batch_sampler.start == self.step and all(
+            getattr(mine, name) == getattr(theirs, name) for name in shape
+        )
+
     def step_seeds(self, step: int | None = None) -> dict[str, int]:
         """Return the per-step seeds (``augment``, ``dropout``) of ``step`` (default: next)."""
         return dict(self._seeds(self.step if step is None else step))

@@ -6,6 +6,7 @@ by a stranger agent on chain: tests/own_task.)"""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -186,6 +187,29 @@ def test_a_lightning_trainer_unlike_its_task_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(IntegrationError, match="15 micro-batches, not a multiple of the run's 2"):
         trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+    # the user's own loader (before: recorded, and every segment refuted by its verifier,
+    # the proof naming the run's batches while the module trained on shuffled ones)
+    other = copy.deepcopy(rec.batch_sampler())
+    other.sampler.run_seed = bytes(32)  # the right shape, another run's order
+    own = (
+        {"batch_size": spec.micro_batch_size, "shuffle": True},
+        {"batch_sampler": rec.batch_sampler(start=2)},
+        {"batch_sampler": other},
+    )
+    for loader in own:
+        trainer = pl.Trainer(
+            **trainer_settings(bundle),
+            max_steps=4,
+            max_epochs=1,
+            accelerator="cpu",
+            callbacks=[PolchainCallback(rec, bundle)],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+        )
+        data = torch.utils.data.DataLoader(bundle.data, **loader)  # type: ignore[arg-type]
+        with pytest.raises(IntegrationError, match="does not draw the run's batches"):
+            trainer.fit(bundle.model, train_dataloaders=data)
     assert rec.step == 0
     rec.close(final=False)
 
