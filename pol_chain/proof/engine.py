@@ -12,6 +12,8 @@ built with from the spec; only state and the scheduler *position* come from a ch
 
 from __future__ import annotations
 
+import os
+import resource
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 
 from pol_chain.format import CheckpointMeta, SegmentStep
-from pol_chain.proof.errors import MalformedArtefactError
+from pol_chain.proof.errors import CannotVerify, MalformedArtefactError
 from pol_chain.proof.seeds import derive_seed, epoch_permutation, make_generator, seed_global_rng
 from pol_chain.proof.task import StepInput, TaskBundle
 
@@ -31,6 +33,7 @@ __all__ = [
     "TrainState",
     "as_micro_batches",
     "capture_state",
+    "check_order_fits",
     "default_step",
     "model_tensors",
     "replay_segments",
@@ -41,6 +44,26 @@ __all__ = [
 ]
 
 Batches = torch.Tensor | Sequence[int] | Sequence[Sequence[int]]
+
+
+ORDER_BYTES_PER_SAMPLE = 48
+"""What a run's data order costs per sample (an int64 permutation and its Python list)."""
+
+
+def check_order_fits(size: int) -> None:
+    """Raise :class:`CannotVerify` when the data order of ``size`` samples would take more
+    than half the memory this process may use: checked before anything is allocated, so
+    a spec claiming 2^40 samples cannot take its verifier down (docs/protocol.md §4)."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    have = physical if soft == resource.RLIM_INFINITY else min(physical, soft)
+    need = size * ORDER_BYTES_PER_SAMPLE
+    if need > have // 2:
+        raise CannotVerify(
+            f"the run's data order over {size} samples needs about {need >> 20} MiB, "
+            f"more than half of the {have >> 20} MiB this verifier may use",
+            hint="verify on a machine with more memory",
+        )
 
 
 class StepSampler:

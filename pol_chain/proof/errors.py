@@ -7,6 +7,8 @@ below re-export them so engine callers need one import.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pol_chain.errors import PolchainError
 from pol_chain.format.errors import FormatError, SpecError
 from pol_chain.format.reasons import Reason
@@ -22,6 +24,9 @@ __all__ = [
     "RecorderError",
     "ResumeError",
     "SpecError",
+    "TaskErrorKind",
+    "missing_module",
+    "task_error_kind",
 ]
 
 MalformedArtefactError = FormatError
@@ -84,3 +89,33 @@ class CodeFailure(ProofError):
     results): a verdict against the run, not the verifier's trouble."""
 
     reason = Reason.CODE_FAILURE
+
+
+TaskErrorKind = Literal["memory", "import", "format", "code"]
+"""Whose trouble an exception of a task's code is: this machine's (``memory``: it ran out;
+``import``: it lacks a library), the proof's data (``format``), or the code's own."""
+
+
+def missing_module(exc: BaseException) -> ImportError | None:
+    """The ImportError behind ``exc`` (raised, or wrapped by whoever caught it), if any."""
+    current: BaseException | None = exc
+    for _ in range(16):
+        if current is None:
+            break
+        if isinstance(current, ImportError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def task_error_kind(exc: BaseException) -> TaskErrorKind:
+    """Classify an exception raised by a task's code (docs/protocol.md §4: only what the
+    code does the same way on every try counts against the run)."""
+    text = str(exc)[:2000]
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text:
+        return "memory"
+    if missing_module(exc) is not None:
+        return "import"
+    if isinstance(exc, FormatError):
+        return "format"
+    return "code"

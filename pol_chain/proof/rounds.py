@@ -61,6 +61,7 @@ from pol_chain.proof.canonical import sha256
 from pol_chain.proof.dataset import MerkleTree, sample_leaf, verify_membership
 from pol_chain.proof.engine import (
     capture_state,
+    check_order_fits,
     model_tensors,
     replay_steps,
     restore_state,
@@ -68,6 +69,7 @@ from pol_chain.proof.engine import (
 )
 from pol_chain.proof.errors import (
     CannotVerify,
+    CodeFailure,
     IntegrityError,
     MalformedArtefactError,
     ProofError,
@@ -76,6 +78,7 @@ from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.manifest import ArtefactSource
 from pol_chain.proof.policy import Policy, draw_random, select_segments
 from pol_chain.proof.report import write_report
+from pol_chain.proof.runner import run_task_code
 from pol_chain.proof.seeds import derive_seed, make_generator
 from pol_chain.proof.serialization import digest_model, load_checkpoint_bytes
 from pol_chain.proof.spec import check_bundle, environment_facts
@@ -771,9 +774,12 @@ def verify_rounds(
             raise ProofError(
                 "the spec has no distributed plan, the manifest is a distributed run's"
             )
+        check_order_fits(spec.dataset.size)
         schedule = Schedule.of(spec, run_seed, plan)
         for rank in range(1, plan.workers + 1):
             schedule.steps(1, rank)  # every shard holds a batch
+    except CannotVerify:
+        raise
     except (ProofError, FormatError, KeyError) as exc:
         spec_found = _Found()
         spec_found.fail("spec", Reason.SPEC_INVALID, str(exc))
@@ -840,7 +846,14 @@ def _verify(
         found.fail("integrity", Reason.MALFORMED_ARTEFACT, "the manifest lists no complete round")
         return finish(found)
     try:
-        bundle = build_bundle(spec, run_seed, device, parent_model)
+        bundle = run_task_code(
+            "build the task", lambda: build_bundle(spec, run_seed, device, parent_model)
+        )
+    except CodeFailure as exc:  # the committed code does not build on its config
+        found.fail("replay", Reason.CODE_FAILURE, str(exc))
+        return finish(found)
+    except CannotVerify:
+        raise
     except ProofError as exc:
         found.fail("init", Reason.INIT_MISMATCH, str(exc))
         return finish(found)
@@ -921,7 +934,18 @@ def _verify(
             )
             continue
         subs, rec = records[r]
-        results.append(_replay_round(run, bundle, r, why, subs, rec, segments[r], policy))
+        try:
+            results.append(
+                run_task_code(
+                    f"replay round {r}",
+                    functools.partial(
+                        _replay_round, run, bundle, r, why, subs, rec, segments[r], policy
+                    ),
+                )
+            )
+        except CodeFailure as exc:
+            found.fail("replay", Reason.CODE_FAILURE, str(exc))
+            return finish(found, results, model_digest=final_digest, last_index=n)
     return finish(
         found, results, model_digest=final_digest, finalized=final is not None, last_index=n
     )

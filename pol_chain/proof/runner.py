@@ -11,21 +11,31 @@ is what an agent does with anyone else's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 
 from pol_chain.format import FormatError, TaskSpec
 from pol_chain.proof.dataset import structured_leaf
 from pol_chain.proof.engine import ReplayJob, replay_segments
+from pol_chain.proof.errors import CannotVerify, CodeFailure, ProofError, task_error_kind
 from pol_chain.proof.loop import build_bundle
 from pol_chain.proof.task import TaskBundle
 
-__all__ = ["InProcessRunner", "ReplayJob", "ReplayResult", "TaskRunner", "leaf_of_sample"]
+__all__ = [
+    "ContainedRunner",
+    "InProcessRunner",
+    "ReplayJob",
+    "ReplayResult",
+    "TaskRunner",
+    "leaf_of_sample",
+    "run_task_code",
+]
 
 State = dict[str, torch.Tensor]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,3 +140,70 @@ class InProcessRunner:
 
     def close(self) -> None:
         """Nothing to release in-process."""
+
+
+def run_task_code(what: str, call: Callable[[], T]) -> T:
+    """Run task code for a verifier; what it raises is judged the way the sandbox judges
+    it (docs/protocol.md §4). The proof engine's own errors pass through; running out of
+    memory or lacking a library is this machine's trouble (:class:`CannotVerify`); any
+    other error is tried once more: the same error twice is the committed code failing on
+    its committed config (:class:`CodeFailure`, a verdict), two different ones no verdict.
+    """
+    first: tuple[str, str] | None = None
+    for _ in range(2):
+        try:
+            return call()
+        except (ProofError, FormatError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the task's code: judged, never raised raw
+            kind = task_error_kind(exc)
+            said = (type(exc).__name__, str(exc)[:500])
+            if kind != "code":
+                raise CannotVerify(
+                    f"this machine cannot {what}: {said[0]}: {said[1]}",
+                    hint="verify on a machine with more memory, or with the task's libraries",
+                ) from exc
+            if first is not None and said != first:
+                raise CannotVerify(
+                    f"the task's code failed two different ways to {what}: "
+                    f"{first[0]}: {first[1]} / {said[0]}: {said[1]}"
+                ) from exc
+            if first is not None:
+                raise CodeFailure(
+                    f"the task's code fails to {what} on the committed config: {said[0]}: {said[1]}"
+                ) from exc
+            first = said
+    raise AssertionError("unreachable")
+
+
+class ContainedRunner:
+    """An :class:`InProcessRunner` whose task code's errors are judged by
+    :func:`run_task_code` instead of escaping the verifier."""
+
+    def __init__(self, inner: InProcessRunner) -> None:
+        self.inner = inner
+
+    @classmethod
+    def build(cls, *args: Any, **kwargs: Any) -> ContainedRunner:
+        """Build the task (an :class:`InProcessRunner` of these arguments), contained."""
+        return cls(run_task_code("build the task", lambda: InProcessRunner(*args, **kwargs)))
+
+    def initial_model(self) -> State:
+        """W0 of the task built from the run seed."""
+        return self.inner.initial_model()
+
+    def dataset_size(self) -> int:
+        """Samples of the task's dataset."""
+        return run_task_code("size its dataset", self.inner.dataset_size)
+
+    def sample_leaves(self) -> list[bytes]:
+        """Leaves of the task's samples."""
+        return run_task_code("read its dataset", self.inner.sample_leaves)
+
+    def replay(self, jobs: Sequence[ReplayJob]) -> dict[int, ReplayResult]:
+        """Replay every job with the task's own step."""
+        return run_task_code("replay its step", lambda: self.inner.replay(jobs))
+
+    def close(self) -> None:
+        """Release the inner runner."""
+        self.inner.close()

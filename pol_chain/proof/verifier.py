@@ -38,7 +38,13 @@ from pol_chain.format import (
 )
 from pol_chain.proof.canonical import sha256
 from pol_chain.proof.dataset import MerkleTree, verify_membership
-from pol_chain.proof.engine import StepSampler, is_counter, model_tensors, step_seeds
+from pol_chain.proof.engine import (
+    StepSampler,
+    check_order_fits,
+    is_counter,
+    model_tensors,
+    step_seeds,
+)
 from pol_chain.proof.errors import (
     ArtefactUnavailable,
     CannotVerify,
@@ -50,7 +56,7 @@ from pol_chain.proof.errors import (
 from pol_chain.proof.manifest import ArtefactSource, DirectorySource
 from pol_chain.proof.policy import Policy, select_segments
 from pol_chain.proof.report import write_report
-from pol_chain.proof.runner import InProcessRunner, ReplayJob, TaskRunner
+from pol_chain.proof.runner import ContainedRunner, ReplayJob, TaskRunner
 from pol_chain.proof.serialization import digest_model, load_checkpoint_bytes
 from pol_chain.proof.shards import ShardDataset, check_index, shards_for, verify_shard
 from pol_chain.proof.spec import check_bundle, environment_facts
@@ -171,6 +177,8 @@ class _Ctx:
     run_seed: bytes
     found: _Findings = field(default_factory=_Findings)
     index: DatasetIndex | None = None
+    unseeded: set[int] = field(default_factory=set)
+    """Segments whose seeds are not the run seed's: judged, never replayed."""
 
     def fetch(self, digest: bytes, what: str) -> bytes | None:
         """The artefact's bytes; None (and a reason) when they are not its committed bytes.
@@ -292,6 +300,9 @@ def _check_init(ctx: _Ctx, w0: State, runner: TaskRunner) -> None:
 
 
 def _check_order(ctx: _Ctx, seg: Segment, sampler: StepSampler) -> None:
+    """Every step's micro-batches and seeds are the run seed's. A segment whose seeds are
+    not is not replayed (:attr:`_Ctx.unseeded`): its step would run on seeds the run
+    never had, or none."""
     for st in seg.steps:
         t = st.step
         if t >= sampler.total_steps:
@@ -309,6 +320,7 @@ def _check_order(ctx: _Ctx, seg: Segment, sampler: StepSampler) -> None:
             )
             return
         if dict(st.seeds) != step_seeds(ctx.run_seed, t):
+            ctx.unseeded.add(seg.index)
             ctx.found.fail(
                 "data_order",
                 Reason.DATA_ORDER,
@@ -561,7 +573,12 @@ def verify(
     if runner is None:
         try:
             check_source(spec) if spec.version == 1 else check_bundle(spec)
-            runner = InProcessRunner(spec, run_seed, device, parent_model, dataset, shards)
+            runner = ContainedRunner.build(spec, run_seed, device, parent_model, dataset, shards)
+        except CodeFailure as exc:  # the committed code does not build on its config
+            ctx.found.fail("replay", Reason.CODE_FAILURE, str(exc))
+            return finish(ctx.found)
+        except CannotVerify:
+            raise
         except (ProofError, FormatError) as exc:
             raise CannotVerify(
                 f"cannot run the task of this proof here: {exc}",
@@ -586,6 +603,24 @@ def verify(
     except FormatError as exc:  # what the runner found malformed in the proof's data
         ctx.found.fail("integrity", exc.reason, str(exc))
         return finish(ctx.found)
+
+
+def _dataset_matches(ctx: _Ctx, runner: TaskRunner) -> bool:
+    """The spec's dataset size is the size of the data the task trains on (a committed
+    index's size was checked against the spec already): else fail ``membership``. The
+    run's order must fit this machine: else :class:`CannotVerify`, before any allocation
+    (a spec of 2^40 samples must not take the verifier down)."""
+    claimed = ctx.spec.dataset.size
+    actual = ctx.index.size if ctx.index is not None else runner.dataset_size()
+    if claimed != actual:
+        ctx.found.fail(
+            "membership",
+            Reason.MEMBERSHIP,
+            f"the spec commits {claimed} samples, the task's dataset has {actual}",
+        )
+        return False
+    check_order_fits(claimed)
+    return True
 
 
 def _verify_run(
@@ -613,6 +648,8 @@ def _verify_run(
     final_digest = _check_model(ctx, last_state, model_digest)
     if model_file and manifest.final is not None:
         ctx.fetch(manifest.final.model.sha256, "final model file")  # hashes it
+    if not _dataset_matches(ctx, runner):
+        return finish(ctx.found, model_digest=final_digest, finalized=finalized, last_index=n)
     sampler = StepSampler.of(spec, run_seed)
     segments: dict[int, Segment] = {}
     for i in range(1, n + 1):
@@ -655,14 +692,16 @@ def _replay_all(
     jobs = []
     for i in chosen:
         start, end, seg = ctx.checkpoint(i - 1), ctx.checkpoint(i), segments.get(i)
-        if start is not None and end is not None and seg is not None:
+        if start is not None and end is not None and seg is not None and i not in ctx.unseeded:
             starts[i], ends[i] = start, end[0]
             jobs.append(ReplayJob(i, start[0], start[1], seg.steps))
     replayed = runner.replay(jobs) if jobs else {}
     results = []
     for i, why in chosen.items():
         outcome = replayed.get(i)
-        if outcome is None or outcome.state is None:
+        if i in ctx.unseeded:
+            results.append(_segment_result(ctx, i, why, [Reason.DATA_ORDER]))
+        elif outcome is None or outcome.state is None:
             error = outcome.error if outcome is not None else None
             reason = error.reason if error is not None else Reason.MALFORMED_ARTEFACT
             results.append(_segment_result(ctx, i, why, [reason]))

@@ -16,7 +16,6 @@ from pathlib import Path
 from pol_chain.format import (
     BundleManifest,
     CheckpointMeta,
-    FormatError,
     Segment,
     TaskSpec,
     model_meta,
@@ -59,33 +58,20 @@ class _HandedInShards:
         return path.read_bytes()
 
 
-def _missing_module(exc: BaseException) -> ImportError | None:
-    """The ImportError behind ``exc`` (raised, or wrapped by whoever caught it), if any."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 16:
-        if isinstance(current, ImportError):
-            return current
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return None
-
-
 def _error(exc: BaseException) -> ChildError:
+    from pol_chain.proof.errors import missing_module, task_error_kind
+
     text = str(exc)[:2000]
     if isinstance(exc, ShardNotHandedIn):
         return ChildError("data", "ShardNotHandedIn", str(exc.number))
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, ShardNotHandedIn):  # the task's code wrapped it
         return ChildError("data", "ShardNotHandedIn", str(cause.number))
-    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text:
-        return ChildError("memory", type(exc).__name__, text)
-    missing = _missing_module(exc)
-    if missing is not None:  # a library this machine lacks: the verifier's trouble
+    kind = task_error_kind(exc)
+    missing = missing_module(exc)
+    if kind == "import" and missing is not None:  # a library this machine lacks
         return ChildError("import", type(missing).__name__, str(missing)[:2000])
-    if isinstance(exc, FormatError):
-        return ChildError("format", type(exc).__name__, text)
-    return ChildError("code", type(exc).__name__, text)
+    return ChildError(kind, type(exc).__name__, text)
 
 
 def _write(path: Path, data: bytes) -> None:
