@@ -61,7 +61,7 @@ def measure(hardfork: str | None = None) -> dict[str, object]:
             # the same challenger again, its first challenge resolved: the steady state of
             # the per-challenger count of open unbonded challenges (no zero -> non-zero write)
             again = ledger.open_challenge(run)
-            hardfork = w3.provider.make_request("anvil_nodeInfo", [])  # type: ignore[arg-type]
+            info = w3.provider.make_request("anvil_nodeInfo", [])  # type: ignore[arg-type]
             return {
                 "commit_gas_per_checkpoint": per_checkpoint,
                 "first_commit_gas_per_checkpoint": first_commit,
@@ -70,7 +70,7 @@ def measure(hardfork: str | None = None) -> dict[str, object]:
                 "open_challenge": opened.tx.gas_used,
                 "attest": att.tx.gas_used,
                 "open_challenge_again": again.tx.gas_used,
-                "hardfork": hardfork.get("result", {}).get("hardFork"),
+                "hardfork": info["result"].get("hardFork"),
             }
         finally:
             node.stop()

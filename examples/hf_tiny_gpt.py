@@ -74,7 +74,7 @@ def build(config: Mapping[str, Any], device: torch.device) -> TaskBundle:
     """The task: a GPT-2 of ``layers`` × ``width`` on byte tokens, and its Trainer settings."""
     cfg = {**DEFAULT_CONFIG, **dict(config)}
     data = TextBlocks(corpus(), int(cfg["block"]))
-    model = GPT2LMHeadModel(
+    model: torch.nn.Module = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=128,
             n_positions=int(cfg["block"]),
@@ -84,7 +84,8 @@ def build(config: Mapping[str, Any], device: torch.device) -> TaskBundle:
             bos_token_id=None,
             eos_token_id=None,
         )
-    ).to(device)
+    )
+    model.to(device)
     total = int(cfg["epochs"]) * (len(data) // int(cfg["batch_size"]))
     accumulation = int(cfg["grad_accumulation"])
     return hf_task(

@@ -154,6 +154,7 @@ def main(proof: Path, workers: int = 0, stop_after: int | None = None) -> int:
         enable_model_summary=False,
     )
     loader = train_loader(bundle, rec, num_workers=workers, persistent_workers=workers > 0)
+    assert isinstance(bundle.model, pl.LightningModule)
     trainer.fit(bundle.model, train_dataloaders=loader)
     rec.close(final=True)  # a run may finalize before its planned last step
     print(f"recorded {rec.step} steps into {proof}")

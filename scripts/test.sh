@@ -9,7 +9,9 @@ echo "[test] ruff"
 .venv/bin/ruff check pol_chain tests scripts benchmarks examples
 .venv/bin/ruff format --check pol_chain tests scripts benchmarks examples
 echo "[test] mypy"
-.venv/bin/mypy
+.venv/bin/mypy  # the package (pyproject), then what uses it: each a tree of its own
+.venv/bin/mypy tests
+.venv/bin/mypy benchmarks examples scripts
 echo "[test] contract artefact is current"
 .venv/bin/python scripts/compile_contracts.py --check
 echo "[test] pytest"

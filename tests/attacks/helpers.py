@@ -7,6 +7,7 @@ from typing import Any
 
 from pol_chain.attacks import ForgedProof
 from pol_chain.attacks.onchain import attest_report, challenge, commit_proof, verify_on_chain
+from pol_chain.format import SegmentResult
 from pol_chain.ledger.types import RunStatus
 from pol_chain.proof.report import Report
 
@@ -32,7 +33,7 @@ def commit_forgery(world: World, forged: ForgedProof) -> None:
     commit_proof(world.client(ATTACKER), forged.run_id, forged.proof_dir)
 
 
-def failed_segments(report: Report) -> dict[int, dict[str, Any]]:
+def failed_segments(report: Report) -> dict[int, SegmentResult]:
     """Replayed segments that failed, by index."""
     return {s.index: s for s in report.segments if not s.passed}
 

@@ -53,5 +53,5 @@ def test_reported_update_norm_is_the_full_state_update(world: World) -> None:
         threads=2,
     )
     seg = report.segment(9)
-    assert seg is not None
+    assert seg is not None and seg.metrics is not None
     assert seg.metrics.update_norm == pytest.approx(true_norm, rel=1e-6)

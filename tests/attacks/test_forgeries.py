@@ -93,6 +93,7 @@ def test_adversarial_data(world: World) -> None:
     # the data is what makes it work: with the real samples the reference's replay fails
     assert not reference_verify(forged.proof_dir, threads=2).passed
     honest = build_bundle(world.spec, seed)
+    assert honest.train_x is not None and honest.train_y is not None
     _, tree = commit_dataset(honest.train_x, honest.train_y)  # paths to the committed root
     report = challenge_and_verify(
         world, run, forged.proof_dir, dataset=claimed, dataset_proofs=tree.proof
@@ -197,7 +198,8 @@ def test_momentum_steering(world: World) -> None:
     # the parameters of every intermediate checkpoint replay exactly; only the optimizer
     # state (compared over the full state) gives the forgery away
     seg = report.segment(3)
-    assert seg is not None and not seg.passed and seg.metrics.normalized_error > 0.1
+    assert seg is not None and not seg.passed and seg.metrics is not None
+    assert (seg.metrics.normalized_error or 0.0) > 0.1
     world.record(
         "momentum steering",
         reference="accepts",

@@ -143,14 +143,15 @@ def test_field_names_map_structures_deterministically() -> None:
     assert field_names(SampleKind.TENSOR, 1) == ("x",)
     assert field_names(SampleKind.TUPLE, 3) == ("0", "1", "2")
     assert field_names(SampleKind.DICT, ["mask", "input_ids"]) == ("input_ids", "mask")
-    for kind, items in [
+    bad: list[tuple[SampleKind, int | list[str]]] = [
         (SampleKind.TUPLE, 2),  # a 2-tuple is a pair
         (SampleKind.TUPLE, 0),
         (SampleKind.PAIR, 3),
         (SampleKind.DICT, []),
         (SampleKind.DICT, ["a b"]),
         (SampleKind.DICT, ["../x"]),
-    ]:
+    ]
+    for kind, items in bad:
         with pytest.raises(ValueError):
             field_names(kind, items)
     tup = SampleStructure.of(SampleKind.TUPLE, {str(i): "int64" for i in range(12)})

@@ -243,7 +243,7 @@ def test_malformed_field_is_refused_with_its_name(
 
 
 def test_spec_errors_are_spec_errors() -> None:
-    value = _spec().to_json()
+    value: dict[str, Any] = _spec().to_json()
     value["config"]["epochs"] = 0
     with pytest.raises(SpecError) as info:
         TaskSpec.from_bytes(canonical_json(value))

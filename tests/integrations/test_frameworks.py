@@ -39,6 +39,14 @@ def _verify(proof: Path, binding: RunBinding, runner: Any = None) -> Verificatio
     )
 
 
+def _module(bundle: Any) -> Any:
+    """The bundle's model, checked to be the LightningModule a Lightning task gives."""
+    import lightning.pytorch as pl
+
+    assert isinstance(bundle.model, pl.LightningModule)
+    return bundle.model
+
+
 def _bitwise(report: VerificationReport) -> None:
     assert report.passed, report.checks
     assert report.bitwise_identical
@@ -171,7 +179,7 @@ def test_a_lightning_trainer_unlike_its_task_is_refused(tmp_path: Path) -> None:
         enable_progress_bar=False,
     )
     with pytest.raises(IntegrationError, match="gradient_clip_val=5.0"):
-        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+        trainer.fit(_module(bundle), train_dataloaders=train_loader(bundle, rec))
     # an epoch cut to an odd number of micro-batches: Lightning would step the optimizer
     # on the last one alone, a step of fewer micro-batches than the run's
     assert spec.accumulation == 2
@@ -186,7 +194,7 @@ def test_a_lightning_trainer_unlike_its_task_is_refused(tmp_path: Path) -> None:
         enable_progress_bar=False,
     )
     with pytest.raises(IntegrationError, match="15 micro-batches, not a multiple of the run's 2"):
-        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+        trainer.fit(_module(bundle), train_dataloaders=train_loader(bundle, rec))
     # the user's own loader (before: recorded, and every segment refuted by its verifier,
     # the proof naming the run's batches while the module trained on shuffled ones)
     other = copy.deepcopy(rec.batch_sampler())
@@ -209,7 +217,7 @@ def test_a_lightning_trainer_unlike_its_task_is_refused(tmp_path: Path) -> None:
         )
         data = torch.utils.data.DataLoader(bundle.data, **loader)  # type: ignore[arg-type]
         with pytest.raises(IntegrationError, match="does not draw the run's batches"):
-            trainer.fit(bundle.model, train_dataloaders=data)
+            trainer.fit(_module(bundle), train_dataloaders=data)
     assert rec.step == 0
     rec.close(final=False)
 
@@ -312,7 +320,7 @@ def test_a_lightning_run_stopped_between_micro_batches_records_its_finished_step
         enable_model_summary=False,
     )
     try:
-        trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
+        trainer.fit(_module(bundle), train_dataloaders=train_loader(bundle, rec))
     except (RuntimeError, SystemExit):  # Lightning exits on a KeyboardInterrupt
         assert ending != "stop"
     rec.close(final=True)

@@ -263,7 +263,7 @@ def test_a_task_its_own_trainer_would_refuse_is_refused_when_built(tmp_path: Pat
     try:
         with pytest.raises(SpecError, match="give 2 micro-batches a step, its config 1"):
             make_spec("mismatched:build", {}, project=tmp_path)
-        module = sys.modules["mismatched"]
+        module: Any = sys.modules["mismatched"]
         module.ARGUMENTS = {"warmup_ratio": 0.1}  # dropped by transformers 5
         with pytest.raises(IntegrationError, match="TrainingArguments refuse .*warmup_ratio"):
             make_spec("mismatched:build", {}, project=tmp_path)
@@ -274,7 +274,7 @@ def test_a_task_its_own_trainer_would_refuse_is_refused_when_built(tmp_path: Pat
         sys.path.remove(str(tmp_path))
         sys.modules.pop("mismatched", None)
     binding, bundle, rec = _start(tmp_path / "proof")
-    with pytest.raises(IntegrationError, match="load_best_model_at_end") as caught:
+    with pytest.raises(IntegrationError, match="load_best_model_at_end") as refused:
         training_arguments(bundle, str(tmp_path / "out"), load_best_model_at_end=True)
-    assert "EarlyStoppingCallback" in caught.value.hint
+    assert "EarlyStoppingCallback" in refused.value.hint
     rec.close(final=False)

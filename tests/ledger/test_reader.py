@@ -72,7 +72,7 @@ def _reader(ledger: LedgerClient) -> LedgerReader:
 def test_reader_logs_equal_web3_decoding(w3: Web3, ledger: LedgerClient) -> None:
     """Every event the scenario emits decodes exactly as web3.py decodes it."""
     s = _scenario(w3, ledger)
-    contract = w3.eth.contract(address=ledger.address, abi=abi())
+    contract = w3.eth.contract(address=Web3.to_checksum_address(ledger.address), abi=abi())
     names = [i["name"] for i in abi() if i.get("type") == "event"]
     seen = 0
     with _reader(ledger) as reader:

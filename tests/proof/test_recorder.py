@@ -30,6 +30,8 @@ from .helpers import CHALLENGE, RUN_ID, RUN_SEED
 def test_plain_loop_with_hooks_verifies(tmp_path: Path, spec: TaskSpec, honest_proof: Path) -> None:
     records: list[CheckpointRecord | FinalRecord] = []
     b = build_bundle(spec, RUN_SEED)
+    assert b.train_x is not None and b.train_y is not None  # digits: parts of its own loop
+    assert b.loss_fn is not None and b.optimizer is not None
     rec = Recorder(
         tmp_path / "p",
         spec,
@@ -121,6 +123,8 @@ def test_a_run_of_no_step_is_not_finalized(tmp_path: Path, spec: TaskSpec) -> No
 
 def test_a_step_past_the_spec_is_refused(tmp_path: Path, spec: TaskSpec) -> None:
     b = build_bundle(spec, RUN_SEED)
+    assert b.train_x is not None and b.train_y is not None  # digits: parts of its own loop
+    assert b.loss_fn is not None and b.optimizer is not None
     rec = Recorder(tmp_path / "p", spec, RUN_ID, RUN_SEED, b.model, b.optimizer, b.scheduler)
     for _, idx in rec.sampler().steps():
         loss = b.loss_fn(b.model(b.train_x[idx]), b.train_y[idx])

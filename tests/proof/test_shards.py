@@ -164,7 +164,7 @@ class _Records(torch.utils.data.Dataset[Any]):
 @pytest.mark.parametrize("kind", ["dict", "tuple", "tensor", "list"])
 def test_any_structure_round_trips(tmp_path: Path, kind: str) -> None:
     records = _Records(37)
-    samples: list[Any] = {
+    by_kind: dict[str, list[Any]] = {
         "dict": [records[i] for i in range(37)],
         "tuple": [
             (t, t.float() / 7, torch.tensor([i], dtype=torch.int16))
@@ -172,7 +172,8 @@ def test_any_structure_round_trips(tmp_path: Path, kind: str) -> None:
         ],
         "tensor": [t.to(torch.int32) for t in records.tokens],
         "list": [[t, i] for i, t in enumerate(records.tokens)],
-    }[kind]
+    }
+    samples = by_kind[kind]
     index = commit_dataset_shards(samples, tmp_path, shard_size=8, durable=False)
     assert index.root == MerkleTree([structured_leaf(s) for s in samples]).root
     data = ShardDataset(index, DirectoryShards(tmp_path))

@@ -44,7 +44,7 @@ def test_honest_proof_verifies_bitwise(honest_proof: Path, tmp_path: Path) -> No
     assert report.passed, report.checks
     assert report.bitwise_identical is True
     assert len(report.segments) == 9  # small run: verified in full
-    assert all(s.metrics.l2 == 0.0 for s in report.segments)
+    assert all(s.metrics is not None and s.metrics.l2 == 0.0 for s in report.segments)
     written = (tmp_path / "report.json").read_bytes()
     assert written == canonical_json(report.to_json()) and sha256(written) == report.digest
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -146,6 +146,7 @@ def test_sample_outside_committed_dataset_fails_membership(
     honest_proof: Path, spec: TaskSpec
 ) -> None:
     bundle = build_bundle(spec, RUN_SEED)
+    assert bundle.train_x is not None and bundle.train_y is not None
     seg = json.loads((honest_proof / "segments/000002.json").read_bytes())
     j = seg["steps"][0]["indices"][0]
     x, y = bundle.train_x.clone(), bundle.train_y.clone()

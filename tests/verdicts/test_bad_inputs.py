@@ -70,6 +70,14 @@ def _file(name: str, data: bytes, *args: str) -> Setup:
     return setup
 
 
+def _folder(name: str, *args: str) -> Setup:
+    def setup(cli: Cli, _run: dict[str, Any]) -> list[str]:
+        (cli.workdir / name).mkdir(exist_ok=True)
+        return list(args)
+
+    return setup
+
+
 RUN0 = "0x" + "cd" * 32
 MODEL0 = "0x" + "ab" * 32
 CASES: dict[str, Setup] = {
@@ -93,9 +101,7 @@ CASES: dict[str, Setup] = {
     "top-q negative": _args("verify", "runs/honest", "--top-q", "-5"),
     "challenge a short id": _args("challenge", "0xabc"),
     "challenge garbage": _args("challenge", "not-a-model"),
-    "commit an empty directory": lambda cli, _r: (
-        (cli.workdir / "empty").mkdir(exist_ok=True) or ["commit", "empty"]
-    ),
+    "commit an empty directory": _folder("empty", "commit", "empty"),
     "commit a missing directory": _args("commit", "no-such-dir"),
     "finalize a run id (not a directory)": _args("finalize", RUN0),
     "train a module that does not import": _args("train", "no_such_module_xyz:build"),
