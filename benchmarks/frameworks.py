@@ -288,9 +288,7 @@ def lightning_interleaved(root: Path, config: dict[str, Any]) -> tuple[list[floa
     spec = TaskSpec.from_bytes((proof / SPEC_FILE).read_bytes())
     bundle = build_bundle(spec, binding.run_seed)
     rec = Recorder(proof, spec, RUN_ID, binding.run_seed, state=TrainState.of(bundle))
-    sampler = rec.sampler()
-    for _ in range(spec.k // 2):
-        rec.on_step_end(sampler.micro_batches(rec.step))
+    lead = spec.k // 2
     callback = PolchainCallback(rec, bundle)
     hooks = {name: getattr(callback, name) for name in ("on_train_batch_start",)}
     chunks: dict[bool, list[float]] = {True: [], False: []}
@@ -309,7 +307,17 @@ def lightning_interleaved(root: Path, config: dict[str, Any]) -> tuple[list[floa
     switch(False)
     toggler = _lightning_clock(clock, every)
     toggler.on_train_batch_end = lambda *args: toggle() if (args[-1] + 1) % every == 0 else None
-    trainer = _lightning_trainer(trainer_settings(bundle), spec.total_steps, [callback, toggler])
+
+    def lead_in(*hook_args: Any) -> None:
+        # after the recording callback's checks (which refuse a recorder past step 0);
+        # the steps' indices are not the loader's: a measuring device, not a proof
+        sampler = rec.sampler()
+        for _ in range(lead):
+            rec.on_step_end(sampler.micro_batches(rec.step))
+
+    toggler.on_train_start = lead_in
+    steps = spec.total_steps - lead  # the recorder ends at the run's last step
+    trainer = _lightning_trainer(trainer_settings(bundle), steps, [callback, toggler])
     trainer.fit(bundle.model, train_dataloaders=train_loader(bundle, rec))
     rec.close(final=False)
     for index, seconds in enumerate(clock.chunks):
