@@ -13,6 +13,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -62,6 +63,7 @@ def measure(hardfork: str | None = None) -> dict[str, object]:
             # the per-challenger count of open unbonded challenges (no zero -> non-zero write)
             again = ledger.open_challenge(run)
             info = w3.provider.make_request("anvil_nodeInfo", [])  # type: ignore[arg-type]
+            node_info: dict[str, Any] = dict(info.get("result") or {})
             return {
                 "commit_gas_per_checkpoint": per_checkpoint,
                 "first_commit_gas_per_checkpoint": first_commit,
@@ -70,7 +72,7 @@ def measure(hardfork: str | None = None) -> dict[str, object]:
                 "open_challenge": opened.tx.gas_used,
                 "attest": att.tx.gas_used,
                 "open_challenge_again": again.tx.gas_used,
-                "hardfork": info["result"].get("hardFork"),
+                "hardfork": node_info.get("hardFork"),
             }
         finally:
             node.stop()
